@@ -1,0 +1,2 @@
+"""Heads: modules that take a backbone's features (``Mapping[str, Tensor]``) and return
+``HeadOutput(preds, losses)``, in train and eval mode alike."""

@@ -1,0 +1,91 @@
+"""The contract between a task (data + model + loss + metrics) and the shared engine.
+
+The engine (``tasks/engine.py``) owns the loop, devices, AMP, DDP, schedules, checkpoints and
+logging; it never assumes one loss or one metric. A task supplies everything else::
+
+    task = TASKS.create("classify", cfg=cfg)          # cfg: the task's merged config
+    train_set, val_set = task.build_datasets()        # sets task.class_names
+    model = task.build_model()                        # nn.Module with .backbone
+    for batch in loader(train_set, collate_fn=task.collate):
+        losses = task.train_step(model, batch, device)  # {"loss": total, ...parts}
+    metrics = task.evaluate(model, val_loader, device)  # {task.primary_metric: float, ...}
+    task.visualize(model, val_set, run_dir, device)     # PNGs for the run folder
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from backbones.registry import Registry
+
+
+class Task(ABC):
+    """One kind of problem. Subclasses are registered in ``TASKS`` under ``name``.
+
+    ``config_class`` is a dataclass with at least ``model``, ``data`` and ``train`` fields;
+    ``train`` is ``tasks.config.TrainConfig`` (the engine's knobs), the other two belong to
+    the task. ``primary_metric`` names the key of ``evaluate()``'s result that picks the best
+    checkpoint (higher is better).
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    primary_metric: ClassVar[str]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.class_names: list[str] = []
+
+    @abstractmethod
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        """Train and validation sets; fills ``self.class_names`` from the data."""
+
+    def build_val_dataset(self) -> Dataset:
+        """The validation set alone (``tools/eval.py``); override when building the training
+        set is expensive. Fills ``self.class_names`` like ``build_datasets``."""
+        return self.build_datasets()[1]
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model for ``self.class_names``; it has a ``.backbone`` attribute."""
+
+    def collate(self, samples: Sequence[Any]) -> Any:
+        """Turns a list of dataset items into one batch (default: stack tensors)."""
+        return torch.utils.data.default_collate(samples)
+
+    @abstractmethod
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        """Forward + loss on one batch; returns ``{"loss": total, **parts}`` (scalars)."""
+
+    @abstractmethod
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Any], device: torch.device
+    ) -> dict[str, Any]:
+        """Metrics over a validation loader; must contain ``primary_metric`` as a float."""
+
+    def visualize(
+        self, model: nn.Module, val_set: Dataset, run_dir: Path, device: torch.device
+    ) -> list[Path]:
+        """Writes the task's pictures (confusion matrix, predictions) into ``run_dir``."""
+        return []
+
+    def predict(
+        self,
+        model: nn.Module,
+        image_paths: Sequence[str | Path],
+        out_dir: Path | None,
+        device: torch.device,
+    ) -> list[dict[str, Any]]:
+        """Runs ``model`` (eval mode) on image files for ``tools/predict.py``: prints one line
+        per image and, when ``out_dir`` is given, writes the task's outputs there."""
+        raise NotImplementedError(f"task {self.name!r} does not implement predict()")
+
+
+TASKS: Registry[type[Task]] = Registry("task")
