@@ -1,0 +1,143 @@
+"""Eager PyTorch vs ONNX Runtime (CPU, fp32 and int8) latency for each task, same run.
+
+    python bench/onnx_speed.py [--tasks classify,detect,segment,int8] [--runs 5] [--out FILE]
+
+Models (random weights: speed does not depend on them): ResNet-50 classifier at 224x224
+(batch 1 and 8); Faster R-CNN ResNet-50-FPN (torchvision's sizes: 256-channel FPN, 1000
+proposals, 1024-wide box head) on 512x683 input (short side 512, not torchvision's 800, to
+keep the run short); DeepLabV3 ResNet-50 at output stride 8 on 384x384; ResNet-50 int8 QDQ
+(calibrated on 16 generated images). Both runtimes use every core this process may use;
+ORT runs with ORT_ENABLE_ALL. Prints p50/p90 latency (ms) and images/s per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tasks import TASKS
+from tasks.config import load_config
+from tasks.export.metadata import build_metadata
+from tasks.export.onnx_export import export_onnx
+from tasks.export.parity import _compare_detections
+from tasks.export.quantize import to_int8
+from tasks.export.spec import build_export
+from tasks.inference import OnnxModel, physical_cores
+
+CONFIGS = {
+    "classify": ["model.backbone=resnet50", "data.image_size=224",
+                 "model.zero_init_residual=false"],
+    "detect": ["model.backbone=resnet50", "model.out_indices=[1,2,3,4]", "model.fpn_channels=256",
+               "model.anchor_sizes=[32,64,128,256,512]", "model.norm=frozen_batchnorm",
+               "model.head_norm=none", "model.representation_size=1024",
+               "model.rpn_pre_nms_top_n_test=1000", "model.rpn_post_nms_top_n_test=1000",
+               "model.min_size=512", "model.max_size=853"],
+    "segment": ["model.backbone=resnet50", "model.head=deeplabv3", "model.output_stride=8"],
+}  # fmt: skip
+LABELS = {
+    "classify": "resnet50 224",
+    "int8": "resnet50 224 int8 (vs fp32 eager)",
+    "detect": "faster_rcnn r50-fpn 512",
+    "segment": "deeplabv3 r50 os8 384",
+}
+SHAPES = {"classify": (224, 224), "detect": (512, 683), "segment": (384, 384)}
+
+
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 90))
+
+
+def build(task_name: str, tmp: Path):  # noqa: ANN201
+    task = TASKS.create(
+        task_name, cfg=load_config(TASKS.get(task_name).config_class, None, CONFIGS[task_name])
+    )
+    task.class_names = [f"c{i}" for i in range(20 if task_name != "classify" else 1000)]
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    spec = build_export(model, task)
+    spec.sample_hw = SHAPES[task_name]
+    meta = build_metadata(task, model, spec, input_dtype="uint8", input_shape=[None, 3, None, None])
+    path = tmp / f"{task_name}.onnx"
+    export_onnx(spec, path, metadata=meta, dynamic=True)
+    return task, model, spec, path
+
+
+def row(name: str, batch: int, eager: tuple[float, float], onnx: tuple[float, float]) -> dict:
+    r = dict(model=name, batch=batch, eager_p50=eager[0], eager_p90=eager[1], ort_p50=onnx[0],
+             ort_p90=onnx[1], eager_ips=1000 * batch / eager[0], ort_ips=1000 * batch / onnx[0],
+             speedup=eager[0] / onnx[0])  # fmt: skip
+    print(f"{name:28s} b{batch}  eager p50 {eager[0]:8.1f} p90 {eager[1]:8.1f} ms | ORT p50 "
+          f"{onnx[0]:8.1f} p90 {onnx[1]:8.1f} ms | {r['ort_ips']:6.1f} img/s | "
+          f"{r['speedup']:.2f}x", flush=True)  # fmt: skip
+    return r
+
+
+@torch.no_grad()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", default="classify,detect,segment,int8")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--out", help="write the rows as JSON here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(physical_cores())
+    print(f"threads {physical_cores()}, torch {torch.__version__}")
+    rows, tmp = [], Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    for name in args.tasks.split(","):
+        base = "classify" if name == "int8" else name
+        task, model, spec, path = build(base, tmp)
+        h, w = SHAPES[base]
+        if name == "int8":
+            calib = tmp / "calib"
+            calib.mkdir(exist_ok=True)
+            for i in range(16):
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    calib / f"{i}.png"
+                )
+            to_int8(path, tmp / "int8.onnx", calib, base)
+            path = tmp / "int8.onnx"
+        ort_model = OnnxModel(path, provider="cpu")
+        for batch in (1, 8) if base == "classify" else (1,):
+            x = torch.from_numpy(rng.integers(0, 256, (batch, 3, h, w), dtype=np.uint8))
+            if base == "detect":
+                eager_fn = lambda m=model, x=x: m([im.float() / 255 for im in x])  # noqa: E731
+            elif base == "classify":
+                eager_fn = lambda m=model, x=x: m(x.float())  # noqa: E731 - normalises itself
+            else:
+                eager_fn = lambda m=spec.module, x=x: m(x)  # noqa: E731
+            arr = x.numpy()
+            runs = args.runs if batch == 1 else max(2, args.runs // 2)
+            label = LABELS[name]
+            rows.append(
+                row(
+                    label,
+                    batch,
+                    timed(eager_fn, runs),
+                    timed(lambda o=ort_model, a=arr: o.run_batch(a), runs),
+                )
+            )
+            if base == "detect":
+                print(
+                    "  detections:", _compare_detections(model, x, ort_model.run_batch(arr)).detail
+                )
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

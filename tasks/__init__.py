@@ -1,0 +1,15 @@
+"""Tasks (data + model + loss + metrics) and the shared engine that trains them.
+
+Importing this package registers every task in ``TASKS``: one import line per task module.
+"""
+
+from tasks import (
+    classify,  # noqa: F401
+    detect,  # noqa: F401
+    segment,  # noqa: F401
+    toy,  # noqa: F401 - registers "_toy", the engine's self-test task
+)
+from tasks.base import TASKS, Task
+from tasks.loading import load_model
+
+__all__ = ["TASKS", "Task", "load_model"]

@@ -1,0 +1,221 @@
+"""Image classification: ImageFolder (or synthetic) data, any backbone, top-1/top-5.
+
+Data flow: uint8 images in memory -> DataLoader batches ``(uint8 [B, 3, S, S], int64 [B])``
+-> ``train_step`` moves them to the device and augments the whole batch there
+(``augment.py``), optionally mixes them (timm ``Mixup``) -> ``Classifier`` normalises,
+runs backbone + head -> cross-entropy with label smoothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from backbones import create_backbone
+from heads.classification import ClassifierHead
+from tasks.base import TASKS, Task
+from tasks.classify.augment import PRESETS, augment_batch
+from tasks.classify.config import ClassifyConfig
+from tasks.classify.data import (
+    InMemoryImages,
+    load_image_folder,
+    stratified_split,
+    synthetic_images,
+)
+from tasks.classify.metrics import confusion_matrix, topk_correct
+from tasks.classify.model import Classifier
+from tasks.images import read_image_rgb
+from tasks.plots import plot_confusion
+
+
+@TASKS.register("classify")
+class ClassifyTask(Task):
+    """Single-label image classification; ``primary_metric`` is held-out top-1 (a fraction)."""
+
+    name = "classify"
+    config_class = ClassifyConfig
+    primary_metric = "top1"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        if cfg.data.augment not in PRESETS:
+            raise ValueError(
+                f"data.augment={cfg.data.augment!r}: expected one of {', '.join(PRESETS)}"
+            )
+        self._mixup = None
+        self.skipped = 0  # unreadable files left out (data.skip_bad=true)
+
+    # ---- data -------------------------------------------------------------------------
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        d = self.cfg.data
+        if d.train is None:
+            return self._synthetic()
+        load = dict(skip_bad=d.skip_bad, workers=d.decode_workers, cache_dir=d.cache_dir or "")
+        full = load_image_folder(d.train, d.image_size, field="data.train", **load)
+        self.skipped = full.skipped
+        if d.val is None:
+            train_idx, val_idx = stratified_split(full.labels, d.val_fraction, d.split_seed)
+            train, val = full.subset(train_idx), full.subset(val_idx)
+        else:
+            train = full
+            val = load_image_folder(d.val, d.image_size, field="data.val", **load)
+            self.skipped += val.skipped
+            missing = sorted(set(val.class_names) - set(train.class_names))
+            if missing:
+                raise ValueError(
+                    f"data.val={d.val!r} has class folder(s) {missing} that data.train="
+                    f"{d.train!r} lacks (expected the val classes to be a subset of "
+                    f"{train.class_names})"
+                )
+            remap = torch.tensor([train.class_names.index(c) for c in val.class_names])
+            val = InMemoryImages(val.images, remap[val.labels], train.class_names)
+        if self.skipped:
+            print(f"classify: skipped {self.skipped} unreadable image(s) (data.skip_bad=true)")
+        self.class_names = list(train.class_names)
+        return train, val
+
+    def _synthetic(self) -> tuple[Dataset, Dataset]:
+        d, seed = self.cfg.data, self.cfg.train.seed
+        k = d.synthetic_classes
+        names = [f"class{i}" for i in range(k)]
+        tr = synthetic_images(k, d.synthetic_train_per_class, d.image_size, seed)
+        va = synthetic_images(k, d.synthetic_val_per_class, d.image_size, seed + 1_000_003)
+        self.class_names = names
+        return InMemoryImages(*tr, names), InMemoryImages(*va, names)
+
+    # ---- model ------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if not self.class_names:
+            raise RuntimeError("call build_datasets() before build_model(): it sets class_names")
+        m = self.cfg.model
+        backbone = create_backbone(
+            m.backbone,
+            norm_layer=m.norm,
+            drop_path_rate=m.drop_path_rate,
+            zero_init_residual=m.zero_init_residual,
+        )
+        last = backbone.feature_info[-1]
+        head = ClassifierHead(
+            last.channels,
+            len(self.class_names),
+            feature=last.name,
+            pool=m.pool,
+            dropout=m.dropout,
+            label_smoothing=m.label_smoothing,
+            scale=m.logit_scale,
+        )
+        return Classifier(backbone, head, m.mean, m.std)
+
+    # ---- train / eval -----------------------------------------------------------------
+    def _to_device(self, batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+        images, labels = batch
+        images = images.to(device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(device, non_blocking=True)
+
+    def _mixer(self) -> Any:
+        d = self.cfg.data
+        if self._mixup is None and (d.mixup > 0 or d.cutmix > 0):
+            from timm.data import Mixup
+
+            self._mixup = Mixup(
+                mixup_alpha=d.mixup,
+                cutmix_alpha=d.cutmix,
+                label_smoothing=self.cfg.model.label_smoothing,
+                num_classes=len(self.class_names),
+            )
+        return self._mixup
+
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, labels = self._to_device(batch, device)
+        d = self.cfg.data
+        x = augment_batch(
+            images, d.augment, pad=d.pad, size=d.image_size, scale=tuple(d.crop_scale)
+        ).float()
+        mixer = self._mixer()
+        if mixer is not None and len(x) % 2 == 0:
+            x, labels = mixer(x, labels)
+        out = model(x, labels)
+        return {"loss": sum(out.losses.values()), **out.losses}
+
+    @torch.no_grad()
+    def predict_logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Logits ``[B, K]`` for a prepared batch, averaged with the mirror image when
+        ``data.tta_flip`` is set."""
+        logits = model(images).preds.float()
+        if self.cfg.data.tta_flip:
+            logits = (logits + model(images.flip(3)).preds.float()) / 2
+        return logits
+
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Any], device: torch.device
+    ) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        n, loss_sum, hits = 0, 0.0, {1: 0, 5: 0}
+        for batch in batches:
+            images, labels = self._to_device(batch, device)
+            logits = self.predict_logits(model, images)
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            for k, v in topk_correct(logits, labels, (1, 5)).items():
+                hits[k] += v
+            n += len(labels)
+        model.train(was_training)
+        if n == 0:
+            raise ValueError("evaluate() got an empty validation set")
+        return {"top1": hits[1] / n, "top5": hits[5] / n, "loss": loss_sum / n}
+
+    def visualize(
+        self, model: nn.Module, val_set: Dataset, run_dir: Path, device: torch.device
+    ) -> list[Path]:
+        was_training = model.training
+        model.eval()
+        preds, targets = [], []
+        for batch in DataLoader(val_set, batch_size=256):
+            images, labels = self._to_device(batch, device)
+            preds.append(self.predict_logits(model, images).argmax(1).cpu())
+            targets.append(labels.cpu())
+        model.train(was_training)
+        cm = confusion_matrix(torch.cat(preds), torch.cat(targets), len(self.class_names))
+        acc = float(cm.diag().sum()) / max(int(cm.sum()), 1)
+        path = Path(run_dir) / "confusion_matrix.png"
+        title = f"confusion matrix, top-1 {acc:.2%} on {int(cm.sum())} images"
+        return [plot_confusion(cm, self.class_names, path, title)]
+
+    def predict(
+        self,
+        model: nn.Module,
+        image_paths: Sequence[str | Path],
+        out_dir: Path | None,
+        device: torch.device,
+        top_k: int = 5,
+    ) -> list[dict[str, Any]]:
+        """Top-k classes per image with probabilities: printed one line per image, and
+        written to ``out_dir/predictions.json`` when ``out_dir`` is given."""
+        size = self.cfg.data.image_size
+        k = min(top_k, len(self.class_names))
+        model.eval()
+        results = []
+        for path in image_paths:
+            image = torch.from_numpy(read_image_rgb(path, size)).permute(2, 0, 1)[None]
+            probs = self.predict_logits(model, image.to(device)).softmax(1)[0].cpu()
+            p, idx = probs.topk(k)
+            top = [
+                {"class": self.class_names[i], "index": int(i), "prob": float(q)}
+                for q, i in zip(p.tolist(), idx.tolist(), strict=True)
+            ]
+            results.append({"image": str(path), "top": top})
+            shown = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in top)
+            print(f"{path}: {shown}")
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "predictions.json").write_text(json.dumps(results, indent=2))
+        return results

@@ -1,0 +1,31 @@
+"""What the ``tools/`` scripts share: user errors become one ``error: ...`` line, not a traceback.
+
+Exit codes: 0 ok, 1 the run failed (``TrainingError``: non-finite loss, broken task
+contract), 2 a user mistake (config, paths, unknown names).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from backbones.registry import RegistryError
+from tasks import distributed
+from tasks.config import ConfigError
+from tasks.engine import TrainingError
+
+USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, NotImplementedError)
+
+
+def run_tool(body: Callable[[], int]) -> int:
+    """Run a tool's body; print user errors as ``error: ...``; always leave the process group."""
+    try:
+        return body()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.cleanup()

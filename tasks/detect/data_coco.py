@@ -1,0 +1,125 @@
+"""COCO JSON detection annotations.
+
+Layout (``data.train=DIR``): ``DIR/annotations.json`` or a single
+``DIR/annotations/instances_*.json``; each ``file_name`` is looked up in ``DIR/images/``,
+next to the JSON, then in ``DIR``. Categories are sorted by id and numbered 1..K; the
+original ids are kept (``category_ids``) so results are written back with them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
+
+
+def find_coco_json(root: Path) -> Path | None:
+    """The annotation file of a COCO-layout folder, or None when there is none."""
+    if (root / "annotations.json").is_file():
+        return root / "annotations.json"
+    found = sorted((root / "annotations").glob("instances_*.json"))
+    if len(found) > 1:
+        raise FileNotFoundError(
+            f"{str(root / 'annotations')!r} holds several COCO files "
+            f"{[p.name for p in found]}; point data.train/data.val at folders with one each"
+        )
+    return found[0] if found else None
+
+
+def _get(entry: dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(entry, dict) or key not in entry:
+        raise AnnotationError(f"{where}: missing key {key!r} (expected a COCO entry with it)")
+    return entry[key]
+
+
+def _resolve(root: Path, json_path: Path, file_name: str, where: str) -> Path:
+    for base in (root / "images", json_path.parent, root):
+        if (base / file_name).is_file():
+            return base / file_name
+    raise FileNotFoundError(
+        f"{where}: image {file_name!r} is listed but not found in {str(root / 'images')!r}, "
+        f"{str(json_path.parent)!r} or {str(root)!r}"
+    )
+
+
+def load_coco(
+    root: Path, class_names: list[str] | None, *, fix: bool
+) -> tuple[list[ImageRecord], list[str], list[int]]:
+    """-> (records, class names, category ids: label k has COCO id ``category_ids[k-1]``).
+
+    With ``class_names`` given (the validation set), categories are matched by name and the
+    returned category ids are this file's ids for those names.
+    """
+    json_path = find_coco_json(root)
+    if json_path is None:
+        raise FileNotFoundError(f"no COCO annotation file in {str(root)!r}")
+    src = str(json_path)
+    try:
+        data = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{src}: not valid JSON ({err})") from None
+    for key in ("images", "annotations", "categories"):
+        _get(data, key, src)
+    cats = {}
+    for i, c in enumerate(data["categories"]):
+        where = f"{src} categories[{i}]"
+        cats[int(_get(c, "id", where))] = str(_get(c, "name", where))
+    own_names = [cats[k] for k in sorted(cats)]
+    if class_names is None:
+        class_names = own_names
+    cat_label = {k: label_of(name, class_names, where=src) for k, name in cats.items()}
+    id_of_name = {name: k for k, name in cats.items()}
+    category_ids = [id_of_name.get(name, -1) for name in class_names]
+
+    images: dict[int, dict[str, Any]] = {}
+    for i, img in enumerate(data["images"]):
+        where = f"{src} images[{i}]"
+        image_id = int(_get(img, "id", where))
+        file_name = str(_get(img, "file_name", where))
+        images[image_id] = dict(
+            path=_resolve(root, json_path, file_name, where),
+            width=int(_get(img, "width", where)),
+            height=int(_get(img, "height", where)),
+            boxes=[],
+            labels=[],
+            crowd=[],
+            names=[],
+        )
+    for i, ann in enumerate(data["annotations"]):
+        where = f"{src} annotations[{i}]"
+        image_id = int(_get(ann, "image_id", where))
+        cat = int(_get(ann, "category_id", where))
+        bbox = _get(ann, "bbox", where)
+        if image_id not in images:
+            raise AnnotationError(f"{where}: image_id {image_id} is not in 'images'")
+        if cat not in cat_label:
+            raise AnnotationError(
+                f"{where}: category_id {cat} is not in 'categories' (expected one of "
+                f"{sorted(cats)})"
+            )
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height]")
+        x, y, w, h = (float("nan") if v is None else float(v) for v in bbox)
+        entry = images[image_id]
+        entry["boxes"].append([x, y, x + w, y + h])
+        entry["labels"].append(cat_label[cat])
+        entry["crowd"].append(bool(ann.get("iscrowd", 0)))
+        entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
+    records = [
+        make_record(
+            e["path"],
+            e["width"],
+            e["height"],
+            e["boxes"],
+            e["labels"],
+            e["crowd"],
+            source=src,
+            names=e["names"],
+            fix=fix,
+            image_id=image_id,
+        )
+        for image_id, e in images.items()
+    ]
+    return records, class_names, category_ids

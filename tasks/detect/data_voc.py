@@ -1,0 +1,158 @@
+"""PASCAL VOC XML annotations: a plain folder or a VOCdevkit year folder.
+
+Layouts (``data.train=DIR``):
+
+* ``DIR/images/`` + ``DIR/annotations/*.xml``: one XML per image; the image is
+  ``images/<filename>`` from the XML, else the image in ``images/`` with the XML's stem.
+* VOCdevkit (``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/<split>.txt``):
+  the image list comes from the split file, see ``voc_split``.
+
+Class names are the sorted set of ``<name>`` values in the training data. ``<difficult>1``
+objects become ``iscrowd`` ignore regions: evaluation neither rewards nor penalises
+detecting them (VOC's rule), and they are not training targets.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
+from tasks.images import IMAGE_EXTENSIONS
+
+
+@dataclass
+class _VocObject:
+    name: str
+    box: list[float]
+    difficult: bool
+
+
+def _text(node: ET.Element, key: str, where: str) -> str:
+    found = node.find(key)
+    if found is None or found.text is None or not found.text.strip():
+        raise AnnotationError(f"{where}: missing <{key}> (expected a VOC annotation with it)")
+    return found.text.strip()
+
+
+def _number(node: ET.Element, key: str, where: str) -> float:
+    text = _text(node, key, where)
+    try:
+        return float(text)
+    except ValueError:
+        raise AnnotationError(f"{where}: <{key}> is {text!r}, expected a number") from None
+
+
+def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_VocObject]]:
+    """(filename or None, (width, height) or None, objects) of one VOC XML file."""
+    where = str(xml_path)
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as err:
+        raise AnnotationError(f"{where}: not valid XML ({err})") from None
+    filename = root.findtext("filename")
+    size = root.find("size")
+    wh = None
+    if size is not None and size.findtext("width") and size.findtext("height"):
+        wh = (int(_number(size, "width", where)), int(_number(size, "height", where)))
+    objects = []
+    for i, obj in enumerate(root.findall("object")):
+        at = f"{where} object {i}"
+        box_node = obj.find("bndbox")
+        if box_node is None:
+            raise AnnotationError(f"{at}: missing <bndbox> (expected xmin, ymin, xmax, ymax)")
+        # VOC pixel indices are 1-based and inclusive: xmin=1 is the first column -> x1=0
+        box = [_number(box_node, k, at) for k in ("xmin", "ymin", "xmax", "ymax")]
+        box = [box[0] - 1, box[1] - 1, box[2], box[3]]
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append(_VocObject(_text(obj, "name", at), box, difficult))
+    return (filename.strip() if filename else None), wh, objects
+
+
+def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -> Path:
+    if filename:
+        path = images_dir / filename
+        if path.is_file():
+            return path
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        path = images_dir / f"{stem}{ext}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"{where}: image {filename or stem!r} not found in {str(images_dir)!r} (expected "
+        f"<filename> or an image named {stem}.<ext> there)"
+    )
+
+
+def _records(
+    xml_paths: list[Path], images_dir: Path, class_names: list[str] | None, fix: bool
+) -> tuple[list[ImageRecord], list[str]]:
+    parsed = [(p, *_parse(p)) for p in xml_paths]
+    if class_names is None:
+        class_names = sorted({o.name for *_, objects in parsed for o in objects})
+    records = []
+    for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
+        where = str(xml_path)
+        path = _find_image(images_dir, filename, xml_path.stem, where)
+        if wh is None:
+            with Image.open(path) as img:  # reads the header only
+                wh = img.size
+        records.append(
+            make_record(
+                path,
+                wh[0],
+                wh[1],
+                [o.box for o in objects],
+                [label_of(o.name, class_names, where=where) for o in objects],
+                [o.difficult for o in objects],
+                source=where,
+                names=[o.name for o in objects],
+                fix=fix,
+                image_id=image_id,
+            )
+        )
+    return records, class_names
+
+
+def load_voc_folder(
+    root: Path, class_names: list[str] | None, *, fix: bool
+) -> tuple[list[ImageRecord], list[str]]:
+    """``root/images`` + ``root/annotations/*.xml`` -> (records, class names)."""
+    xml_paths = sorted((root / "annotations").glob("*.xml"))
+    if not xml_paths:
+        raise FileNotFoundError(f"no *.xml files in {str(root / 'annotations')!r}")
+    return _records(xml_paths, root / "images", class_names, fix)
+
+
+def voc_split(root: Path, *, train: bool, separate_val_dir: bool) -> str:
+    """Which ``ImageSets/Main/<split>.txt`` a VOCdevkit folder is read with.
+
+    Validation reads ``test.txt`` when it exists (VOC2007 with its test set unpacked), else
+    ``val.txt``. Training reads ``trainval.txt`` when validation uses ``test`` or another
+    folder (the standard VOC recipe), else ``train.txt`` (train and val from one folder).
+    """
+    main = root / "ImageSets" / "Main"
+    has_test = (main / "test.txt").is_file()
+    if not train:
+        return "test" if has_test else "val"
+    if (has_test or separate_val_dir) and (main / "trainval.txt").is_file():
+        return "trainval"
+    return "train"
+
+
+def load_vocdevkit(
+    root: Path, split: str, class_names: list[str] | None, *, fix: bool
+) -> tuple[list[ImageRecord], list[str]]:
+    """A VOCdevkit year folder (``JPEGImages``, ``Annotations``, ``ImageSets/Main``)."""
+    split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"VOC split file {str(split_file)!r} does not exist")
+    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    xml_paths = [root / "Annotations" / f"{i}.xml" for i in ids]
+    for p in xml_paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"{split_file}: lists {p.stem!r} but {str(p)!r} is missing")
+    return _records(xml_paths, root / "JPEGImages", class_names, fix)

@@ -1,0 +1,83 @@
+"""Pictures of detections: boxes with class names and scores, grids, precision-recall curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, make_grid
+
+PRED_COLOUR = "red"
+GT_COLOUR = "lime"
+
+
+def draw_detections(
+    image: Tensor,
+    pred: dict[str, Tensor],
+    class_names: Sequence[str],
+    *,
+    gt_boxes: Tensor | None = None,
+    score_thresh: float = 0.3,
+) -> Tensor:
+    """uint8 [3, H, W] image -> uint8 [3, H, W] with ground truth (green, when given) and the
+    predictions scoring >= ``score_thresh`` (red, labelled "name score")."""
+    out = image
+    if gt_boxes is not None and len(gt_boxes):
+        out = draw_bounding_boxes(out, gt_boxes.float(), colors=GT_COLOUR, width=1)
+    keep = pred["scores"] >= score_thresh
+    boxes, scores, labels = pred["boxes"][keep], pred["scores"][keep], pred["labels"][keep]
+    if len(boxes):
+        names = [
+            f"{class_names[int(c) - 1]} {float(s):.2f}" for c, s in zip(labels, scores, strict=True)
+        ]
+        out = draw_bounding_boxes(out, boxes.float(), labels=names, colors=PRED_COLOUR, width=2)
+    return out
+
+
+def save_image(image: Tensor, path: Path) -> Path:
+    """Writes uint8 [3, H, W] as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(path)
+    return path
+
+
+def save_grid(images: Sequence[Tensor], path: Path, *, size: int = 256) -> Path:
+    """Resizes each uint8 [3, H, W] image to fit ``size`` x ``size``, tiles them, saves PNG."""
+    tiles = []
+    for img in images:
+        scale = size / max(img.shape[-2:])
+        h, w = round(img.shape[-2] * scale), round(img.shape[-1] * scale)
+        small = torch.nn.functional.interpolate(img[None].float(), size=(h, w), mode="bilinear")
+        tile = torch.zeros(3, size, size)
+        tile[:, :h, :w] = small[0]
+        tiles.append(tile)
+    grid = make_grid(torch.stack(tiles), nrow=4, padding=2).clamp(0, 255).to(torch.uint8)
+    return save_image(grid, path)
+
+
+def plot_precision_recall(precision: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Per-class precision-recall curves at IoU 0.5 from COCOeval's precision array
+    [T, R=101, K, A, M] (area "all", 100 detections)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recall = np.linspace(0, 1, precision.shape[1])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for k, name in enumerate(class_names):
+        p = precision[0, :, k, 0, -1]
+        if (p > -1).any():
+            ax.plot(recall, np.clip(p, 0, None), label=f"{name} (AP50 {p[p > -1].mean():.2f})")
+    ax.set(xlabel="recall", ylabel="precision", title="precision-recall at IoU 0.5", ylim=(0, 1.02))
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,119 @@
+"""COCO box metrics through pycocotools, on in-memory ground truth and detections.
+
+``AP`` is the COCO mean over IoU 0.50:0.95 (the primary metric: it rewards tight boxes,
+which AP50 does not); all values are fractions in 0..1, ``-1`` where pycocotools has no
+ground truth to score (e.g. ``APl`` when no object is large).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+SUMMARY_KEYS = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)  # fmt: skip  - COCOeval.stats order
+
+
+def _xywh(boxes: np.ndarray) -> list[list[float]]:
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).tolist()
+
+
+def coco_evaluate(
+    ground_truth: Sequence[dict[str, Any]],
+    detections: Sequence[dict[str, Any]],
+    class_names: Sequence[str],
+    category_ids: Sequence[int] | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """COCO bbox evaluation.
+
+    ground_truth: per image ``image_id`` int, ``width``, ``height``, ``boxes`` [N, 4] x1y1x2y2,
+        ``labels`` [N] (1-based), optional ``iscrowd`` [N] (ignore regions).
+    detections: per image ``image_id``, ``boxes`` [K, 4], ``scores`` [K], ``labels`` [K].
+    category_ids: COCO id of each label (``category_ids[label - 1]``); default 1..K. Results
+        are scored under these ids, so non-contiguous datasets keep their own numbering.
+
+    Returns ``(metrics, precision)``: metrics has ``SUMMARY_KEYS`` and ``AP/<class>`` for
+    each class; precision is COCOeval's array [T=10 IoUs, R=101 recalls, K, A=4 areas,
+    M=3 max-dets] (-1 where undefined), for precision-recall plots.
+    """
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+    images, annotations, results = [], [], []
+    for gt in ground_truth:
+        images.append(
+            dict(id=int(gt["image_id"]), width=int(gt["width"]), height=int(gt["height"]))
+        )
+        crowd = gt.get("iscrowd", np.zeros(len(gt["labels"]), dtype=bool))
+        for box, label, c in zip(
+            _xywh(gt["boxes"]), np.asarray(gt["labels"]), np.asarray(crowd), strict=True
+        ):
+            annotations.append(
+                dict(
+                    id=len(annotations) + 1,
+                    image_id=int(gt["image_id"]),
+                    category_id=ids[int(label) - 1],
+                    bbox=box,
+                    area=box[2] * box[3],
+                    iscrowd=int(bool(c)),
+                )
+            )
+    for det in detections:
+        for box, score, label in zip(
+            _xywh(det["boxes"]), det["scores"], det["labels"], strict=True
+        ):
+            results.append(
+                dict(
+                    image_id=int(det["image_id"]),
+                    category_id=ids[int(label) - 1],
+                    bbox=box,
+                    score=float(score),
+                )
+            )
+    empty = {k: 0.0 for k in SUMMARY_KEYS} | {f"AP/{n}": 0.0 for n in class_names}
+    if not results or not annotations:
+        return empty, -np.ones((10, 101, len(ids), 4, 3))
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco = COCO()
+        coco.dataset = dict(
+            images=images,
+            annotations=annotations,
+            categories=[dict(id=i, name=n) for i, n in zip(ids, class_names, strict=True)],
+        )
+        coco.createIndex()
+        evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+        evaluator.params.catIds = ids
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    metrics = {k: float(v) for k, v in zip(SUMMARY_KEYS, evaluator.stats, strict=True)}
+    precision = evaluator.eval["precision"]
+    for k, name in enumerate(class_names):
+        p = precision[:, :, k, 0, -1]  # all IoUs, all recalls, area "all", 100 detections
+        metrics[f"AP/{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+    return metrics, precision
+
+
+def format_table(metrics: dict[str, float]) -> str:
+    """Two-column text table of the summary metrics, then per-class AP."""
+    rows = [(k, metrics[k]) for k in SUMMARY_KEYS if k in metrics]
+    rows += [(k, v) for k, v in metrics.items() if k.startswith("AP/")]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v:6.3f}" for k, v in rows)

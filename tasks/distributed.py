@@ -1,0 +1,120 @@
+"""torch.distributed set-up for ``torchrun`` launches, and the few collectives the engine uses.
+
+``torchrun --nproc_per_node=N tools/train.py ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``;
+``init_distributed`` reads them (gloo on CPU, nccl on CUDA). A plain ``python tools/train.py``
+is world size 1 and every helper below is then a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is present, else ``cpu``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"train.device={name!r} but CUDA is not available; use train.device=cpu"
+            )
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str) -> DistInfo:
+    """Join the process group when launched by torchrun; pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_object(info: DistInfo, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the run folder name)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce(info: DistInfo, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``"sum"`` or ``"max"``) of a tensor on ``info.device``."""
+    if info.enabled:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor
+
+
+def broadcast_buffers(info: DistInfo, module: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running stats) to every rank.
+
+    DDP syncs buffers at the start of each forward, so after the last step every rank holds
+    its own running stats; this makes the replicas equal again (rank 0's are the saved ones).
+    """
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of every tensor in ``module.state_dict()`` (bit-exact fingerprint)."""
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(
+            value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()
+
+
+def replicas_equal(info: DistInfo, module: nn.Module) -> bool:
+    """After training: copy rank 0's buffers to all ranks, then check that every rank's
+    ``weights_digest`` agrees (DDP replicas must be bit-identical)."""
+    if not info.enabled:
+        return True
+    broadcast_buffers(info, module)
+    every: list[Any] = [None] * info.world_size
+    dist.all_gather_object(every, weights_digest(module))
+    return len(set(every)) == 1

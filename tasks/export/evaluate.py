@@ -1,0 +1,99 @@
+"""Accuracy and speed of an exported model on a validation folder (the int8 report).
+
+Each task's own metric: classify top-1 (ImageFolder ``DIR/<class>/<image>``), segment mIoU
+and detect COCO AP (the task's folder layouts, read with the training code's loaders).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.base import Task
+from tasks.inference import OnnxModel
+
+
+def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
+    from tasks.classify.data import scan_image_folder
+
+    listing = scan_image_folder(folder, field="--val")
+    unknown = sorted(set(listing.class_names) - set(task.class_names))
+    if unknown:
+        raise ValueError(f"--val {str(folder)!r} has classes {unknown} the model does not know")
+    remap = [task.class_names.index(c) for c in listing.class_names]
+    hits = 0
+    pairs = list(zip(listing.paths, listing.labels, strict=False))[:limit]
+    for i in range(0, len(pairs), 32):
+        chunk = pairs[i : i + 32]
+        for (_, label), res in zip(chunk, model([p for p, _ in chunk]), strict=False):
+            hits += int(res["probs"].argmax()) == remap[label]
+    return hits / max(len(pairs), 1)
+
+
+def _val_task(task: Task, folder: Path) -> Task:
+    data = replace(task.cfg.data, train=str(folder), val=str(folder))
+    clone = type(task)(replace(task.cfg, data=data))
+    return clone
+
+
+def _segment(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
+    from tasks.segment.metrics import ConfusionMatrix
+
+    ds = _val_task(task, folder).build_val_dataset()
+    cm = ConfusionMatrix(len(task.class_names), task.cfg.data.ignore_index)
+    for i in range(min(limit, len(ds))):
+        image, mask = ds.raw(i)
+        pred = model(image)[0]["labels"]
+        cm.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
+    return float(cm.compute(task.class_names)["mIoU"])
+
+
+def _detect(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
+    from tasks.detect.metrics import coco_evaluate
+
+    vt = _val_task(task, folder)
+    ds = vt.build_val_dataset()
+    gts, dets = [], []
+    for i in range(min(limit, len(ds))):
+        image, t = ds[i]
+        res = model(image.permute(1, 2, 0).numpy())[0]
+        gts.append(dict(image_id=i, width=image.shape[-1], height=image.shape[-2],
+                        **{k: t[k].numpy() for k in ("boxes", "labels", "iscrowd")}))  # fmt: skip
+        dets.append(dict(image_id=i, **res))
+    metrics, _ = coco_evaluate(gts, dets, task.class_names, vt.category_ids or None)
+    return float(metrics["AP"])
+
+
+METRICS = {
+    "classify": ("top1", _classify),
+    "segment": ("mIoU", _segment),
+    "detect": ("AP", _detect),
+}
+
+
+def evaluate_onnx(
+    path: Path, task: Task, folder: str | Path, limit: int = 500
+) -> tuple[str, float]:
+    """``(metric name, value)`` of the ONNX model at ``path`` on up to ``limit`` images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--val {str(folder)!r} is not a folder")
+    name, fn = METRICS[task.name]
+    return name, fn(OnnxModel(path, provider="cpu"), task, folder, limit)
+
+
+def latency_ms(path: Path, shape: tuple[int, ...], dtype: type, runs: int = 20) -> float:
+    """Median milliseconds of one CPU run of ``path`` on a random batch of ``shape``."""
+    model = OnnxModel(path, provider="cpu")
+    batch = np.random.default_rng(0).integers(0, 256, shape).astype(dtype)
+    model.run_batch(batch)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.run_batch(batch)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))

@@ -1,0 +1,81 @@
+"""Export modules for classification and segmentation: raw pixels in, plain tensors out.
+
+Every export module takes ``images``: Tensor[B, 3, H, W] RGB in 0..255 (uint8, or float
+holding the same values) and bakes the task's preprocessing into the graph, so an ONNX
+caller needs nothing from this project. Detection lives in ``tasks/export/detection.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ClassifyExport(nn.Module):
+    """``images [B, 3, H, W] -> (logits [B, K], probs [B, K])``.
+
+    The image is resized (bilinear, no antialiasing) to ``image_size`` x ``image_size``, the
+    size the model was trained at; at exactly that size the resize is the identity, so callers
+    that want training-identical pixels resize with PIL first (``tasks.inference`` does).
+    ``Classifier`` itself normalises with the mean/std it was trained with.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int, tta_flip: bool = False) -> None:
+        super().__init__()
+        self.model, self.image_size, self.tta_flip = model, image_size, tta_flip
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = images.float()
+        x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
+        logits = self.model(x).preds.float()
+        if self.tta_flip:
+            logits = (logits + self.model(x.flip(3)).preds.float()) / 2
+        return logits, logits.softmax(1)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad ``x [B, C, H, W]`` right/bottom to multiples of ``multiple``.
+
+    While tracing, ``x.shape`` entries are tensors, so the padding stays a function of the
+    input shape in an exported graph with dynamic height and width.
+    """
+    h, w = x.shape[-2], x.shape[-1]
+    return F.pad(
+        x, (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple)
+    )
+
+
+class SegmentExport(nn.Module):
+    """``images [B, 3, H, W] -> (logits [B, K, H, W] float, labels [B, H, W] int64)``.
+
+    Pixels are scaled to 0..1 and normalised with ``mean``/``std`` (0..1 units), padded
+    right/bottom to the backbone's largest stride (as ``tasks.segment.infer`` does), run once
+    (plus the mirror image when ``flip``), and cropped back to H x W.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        multiple: int,
+        flip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model, self.multiple, self.flip = model, multiple, flip
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def _logits(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        return self.model(pad_to_multiple(x, self.multiple)).preds[:, :, :h, :w]
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = (images.float() / 255.0 - self.mean) / self.std
+        logits = self._logits(x)
+        if self.flip:
+            logits = (logits + self._logits(x.flip(3)).flip(3)) / 2
+        return logits, logits.argmax(1)

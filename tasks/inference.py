@@ -1,0 +1,202 @@
+"""Run an exported resvision ``.onnx`` with ONNX Runtime: no torch, no training code.
+
+This file imports only numpy, onnxruntime and PIL, so it can be copied alone into another
+project. Everything it needs (task, class names, input layout and preprocessing) is read
+from the model's own metadata (``tasks/export/metadata.py`` lists the keys).
+
+>>> model = OnnxModel("model.onnx", provider="auto")   # load once
+>>> results = model(["cat.jpg", array_hwc_uint8])         # one dict per image
+>>> results[0]["probs"]                                    # classify: logits, probs
+>>> model.run_batch(batch_nchw_uint8)                      # raw graph outputs by name
+
+Providers: "auto" tries TensorRT, then CUDA, then CPU; "tensorrt", "cuda" and "cpu" ask for
+one. A GPU provider that is listed but cannot run (no GPU, no CUDA libraries) gives a warning
+and the CPU, never a crash; ``model.provider`` says which one really runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+PROVIDER_CHOICES = {
+    "auto": [TRT, CUDA, CPU],
+    "tensorrt": [TRT, CUDA, CPU],
+    "cuda": [CUDA, CPU],
+    "cpu": [CPU],
+}
+DTYPES = {"uint8": np.uint8, "float32": np.float32}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use (affinity-aware), for ``intra_op_num_threads``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def create_session(
+    path: str | Path, provider: str = "auto", threads: int | None = None
+) -> ort.InferenceSession:
+    """An ORT session on the best available of the requested providers (see module doc)."""
+    if provider not in PROVIDER_CHOICES:
+        raise ValueError(f"provider={provider!r}: expected one of {', '.join(PROVIDER_CHOICES)}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model {str(path)!r} does not exist")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.log_severity_level = 3  # errors only: GPU providers failing to load are handled below
+    available = ort.get_available_providers()
+    wanted = [p for p in PROVIDER_CHOICES[provider] if p in available] or [CPU]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(str(path), options, providers=wanted)
+    except Exception as err:  # a listed GPU provider whose libraries or device are missing
+        if wanted == [CPU]:
+            raise
+        warnings.warn(
+            f"{wanted[0]} failed to start ({str(err).splitlines()[0]}); using CPU", stacklevel=2
+        )
+        return ort.InferenceSession(str(path), options, providers=[CPU])
+    active = session.get_providers()[0]
+    if provider != "cpu" and active != wanted[0]:
+        warnings.warn(f"{wanted[0]} is not usable here; running on {active}", stacklevel=2)
+    elif provider in ("cuda", "tensorrt") and active == CPU:
+        warnings.warn(f"provider={provider!r} is not available here; running on CPU", stacklevel=2)
+    return session
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """uint8 [H, W, 3] RGB of an image file (EXIF rotation applied)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"), dtype=np.uint8).copy()
+    except OSError as err:
+        raise ValueError(f"cannot decode image {str(path)!r}: {err}") from None
+
+
+class OnnxModel:
+    """A loaded resvision ONNX model: ``model(images) -> list of per-image result dicts``.
+
+    Results: classify ``logits [K]``, ``probs [K]``; detect ``boxes [N, 4]`` (x1y1x2y2 input
+    pixels), ``scores [N]``, ``labels [N]`` (1-based); segment ``logits [K, H, W]``,
+    ``labels [H, W]``.
+    """
+
+    def __init__(
+        self, path: str | Path, provider: str = "auto", threads: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.session = create_session(path, provider, threads)
+        self.provider = self.session.get_providers()[0]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "task" not in meta or "input" not in meta:
+            raise ValueError(
+                f"{str(self.path)!r} has no resvision metadata ('task', 'input'); "
+                "expected a model written by tools/export_onnx.py"
+            )
+        self.metadata: dict[str, Any] = dict(meta)
+        for key in ("class_names", "input", "outputs", "preprocess", "feature_info"):
+            if key in meta:
+                self.metadata[key] = json.loads(meta[key])
+        self.task: str = meta["task"]
+        self.class_names: list[str] = self.metadata.get("class_names", [])
+        self.input = self.metadata["input"]
+        self.outputs: list[str] = [o.name for o in self.session.get_outputs()]
+        self.dtype = DTYPES[self.input["dtype"]]
+        self._binding = self.provider == CUDA  # io binding only where the CUDA EP really runs
+
+    # ---- raw batches ------------------------------------------------------------------
+    def check_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Validate ``[B, 3, H, W]`` against the graph's input; one clear error otherwise."""
+        shape = self.input["shape"]
+        want = "x".join("?" if s is None else str(s) for s in shape)
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(
+                f"{self.path.name}: got an input of shape {list(batch.shape)}; expected "
+                f"[B, 3, H, W] RGB ({want}) or images [H, W, 3]"
+            )
+        if batch.dtype != self.dtype:
+            if self.dtype == np.float32 and batch.dtype == np.uint8:
+                batch = batch.astype(np.float32)
+            else:
+                raise ValueError(
+                    f"{self.path.name}: got dtype {batch.dtype}; expected {self.input['dtype']} "
+                    "pixels in 0..255"
+                )
+        for axis, (got, fixed) in enumerate(zip(batch.shape, shape, strict=False)):
+            if fixed is not None and got != fixed:
+                raise ValueError(
+                    f"{self.path.name} was exported with a fixed input shape {want}; got "
+                    f"{list(batch.shape)} (axis {axis}); re-export with --dynamic or resize"
+                )
+        return np.ascontiguousarray(batch)
+
+    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw graph outputs by name for ``batch [B, 3, H, W]`` (checked first)."""
+        batch = self.check_batch(batch)
+        if not self._binding:
+            return dict(zip(self.outputs, self.session.run(None, {"images": batch}), strict=False))
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("images", batch)
+        for name in self.outputs:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.outputs, binding.copy_outputs_to_cpu(), strict=False))
+
+    # ---- images -----------------------------------------------------------------------
+    def prepare(self, image: str | Path | np.ndarray) -> np.ndarray:
+        """One image -> uint8 or float [3, H, W]; classification images are resized with PIL
+        (bilinear) to the trained size, as the training data was."""
+        arr = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ValueError(
+                f"got an image of shape {list(arr.shape)}; expected [H, W, 3] RGB "
+                f"({self.input['dtype']}, 0..255), a file path, or a [B, 3, H, W] batch"
+            )
+        pre = self.metadata.get("preprocess", {})
+        if pre.get("resize") == "square" and arr.shape[:2] != (pre["size"],) * 2:
+            if arr.dtype != np.uint8:
+                raise ValueError(f"got dtype {arr.dtype}; expected uint8 images to resize")
+            arr = np.asarray(Image.fromarray(arr).resize((pre["size"],) * 2, Image.BILINEAR))
+        return arr.transpose(2, 0, 1)
+
+    def __call__(self, images: Any) -> list[dict[str, np.ndarray]]:
+        """Per-image results for a path, an ``[H, W, 3]`` array, a list of those, or a
+        ``[B, 3, H, W]`` batch. Images of different sizes run one at a time."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            return self._split(self.run_batch(images))
+        if isinstance(images, (str, Path, np.ndarray)):
+            images = [images]
+        prepared = [self.prepare(img) for img in images]
+        if not prepared:
+            raise ValueError("no images given")
+        if len({p.shape for p in prepared}) == 1:
+            return self._split(self.run_batch(np.stack(prepared)))
+        return [r for p in prepared for r in self._split(self.run_batch(p[None]))]
+
+    def _split(self, out: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        batch = len(next(iter(out.values())))
+        if self.task == "detect":
+            nums = out["num_detections"]
+            return [
+                {k: out[k][i, : int(nums[i])] for k in ("boxes", "scores", "labels")}
+                for i in range(batch)
+            ]
+        return [{k: v[i] for k, v in out.items()} for i in range(batch)]

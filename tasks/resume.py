@@ -1,0 +1,57 @@
+"""What ``last.pt`` holds and how a trainer is put back into that state (``--resume``).
+
+The LR schedule is a pure function of ``(step, elapsed_s)`` (``tasks.schedule``), so those
+two numbers restore it. The sampler position is ``(epoch, batch_in_epoch)``: the resumed run
+replays the same permutation and skips the micro-batches already seen. With world size 1,
+``train.deterministic=true`` and ``num_workers=0`` on CPU, an interrupted and resumed run ends
+with weights bit-identical to an uninterrupted one. Under DDP only rank 0's RNG state is
+stored; other ranks reseed from ``(seed, rank, step)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import checkpoint as ckpt
+from tasks.config import ConfigError
+
+
+def capture(trainer: Any) -> dict[str, Any]:
+    """The resumable state of a ``Trainer`` (tensors and primitive containers only)."""
+    return {
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "batch_in_epoch": trainer.batch_in_epoch,
+        "elapsed_s": trainer.elapsed(),
+        "best_metric": trainer.best_metric,
+        "best_step": trainer.best_step,
+        "world_size": trainer.dist.world_size,
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "ema": trainer.ema.module.state_dict() if trainer.ema is not None else None,
+        "rng": ckpt.rng_state(),
+    }
+
+
+def restore(trainer: Any, state: dict[str, Any]) -> None:
+    """Load ``last.safetensors`` weights and a ``capture``d state into ``trainer``."""
+    if state["world_size"] != trainer.dist.world_size:
+        raise ConfigError(
+            f"{str(trainer.run_dir)!r} was trained with {state['world_size']} processes; "
+            f"resume it with the same number (got {trainer.dist.world_size})"
+        )
+    weights, _ = ckpt.read_weights(trainer.run_dir / ckpt.LAST_WEIGHTS)
+    trainer.model.load_state_dict(weights)
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"]:
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None:
+        if state["ema"] is None:
+            raise ConfigError("train.ema was 0 in the interrupted run; resume with train.ema=0")
+        trainer.ema.module.load_state_dict(state["ema"])
+    trainer.step, trainer.epoch = state["step"], state["epoch"]
+    trainer.batch_in_epoch = state["batch_in_epoch"]
+    trainer.elapsed_before = state["elapsed_s"]
+    trainer.best_metric, trainer.best_step = state["best_metric"], state["best_step"]
+    trainer.last_saved_step = trainer.step
+    ckpt.set_rng_state(state["rng"])

@@ -1,0 +1,94 @@
+"""Mask-aware augmentation (albumentations) and the image normalisation every path shares.
+
+Train: optional longest-side resize -> random scale -> pad to the crop (image 0, mask
+ignore_index) -> random crop -> flips -> colour jitter. The mask always gets nearest-neighbour
+interpolation, so labels are never blended. Eval: no geometry at all (whole images; the
+collate function pads a batch, ``tasks.segment.infer`` pads to the output stride).
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+MEAN = (0.485, 0.456, 0.406)  # ImageNet channel means (RGB, 0..1): backbones are trained so
+STD = (0.229, 0.224, 0.225)
+
+
+def normalize(image: np.ndarray) -> Tensor:
+    """uint8 [H, W, 3] RGB -> float Tensor[3, H, W], ImageNet mean/std normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def mask_dtype(ignore_index: int) -> type:
+    """uint8 when every label fits (fast cv2 paths), else uint16."""
+    return np.uint8 if ignore_index <= 255 else np.uint16
+
+
+def build_transform(
+    *,
+    train: bool,
+    ignore_index: int,
+    crop_size: int = 512,
+    max_size: int = 0,
+    scale: tuple[float, float] = (0.5, 2.0),
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    color_jitter: float = 0.2,
+) -> PairTransform:
+    """A callable ``(image uint8 [H, W, 3], mask [H, W]) -> (Tensor[3, h, w], LongTensor[h, w])``.
+
+    crop_size:    side of the square training crop in pixels; 0 = no crop (whole images).
+    max_size:     resize so the longest side is at most this many pixels first; 0 = off.
+    scale:        random rescale factor range (1.0, 1.0 = off).
+    hflip, vflip: flip probabilities.
+    color_jitter: brightness/contrast/saturation strength (0.2 = factors in 0.8..1.2); 0 = off.
+    With ``train=False`` the image is only normalised (any ``max_size`` still applies).
+    """
+    ops: list[A.BasicTransform] = []
+    if max_size > 0:
+        ops.append(A.LongestMaxSize(max_size=max_size))
+    if train:
+        if tuple(scale) != (1.0, 1.0):
+            ops.append(A.RandomScale(scale_limit=(scale[0] - 1, scale[1] - 1), p=1.0))
+        if crop_size > 0:
+            ops.append(
+                A.PadIfNeeded(
+                    crop_size,
+                    crop_size,
+                    position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
+                )
+            )
+            ops.append(A.RandomCrop(crop_size, crop_size))
+        if hflip > 0:
+            ops.append(A.HorizontalFlip(p=hflip))
+        if vflip > 0:
+            ops.append(A.VerticalFlip(p=vflip))
+        if color_jitter > 0:
+            j = color_jitter
+            ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=0.8))
+    return PairTransform(A.Compose(ops) if ops else None, mask_dtype(ignore_index))
+
+
+class PairTransform:
+    """An albumentations pipeline applied to (image, mask), then normalised to tensors.
+    A class rather than a closure so DataLoader workers can pickle it."""
+
+    def __init__(self, pipeline: A.Compose | None, dtype: type) -> None:
+        self.pipeline, self.dtype = pipeline, dtype
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
+        mask = mask.astype(self.dtype)
+        if self.pipeline is not None:
+            out = self.pipeline(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return normalize(image), torch.from_numpy(mask.astype(np.int64))

@@ -1,0 +1,266 @@
+"""Semantic segmentation: folder / VOC / COCO (or synthetic shapes) data, any registered
+backbone at output stride 8 or 16, DeepLabV3 / DeepLabV3+ / PSPNet heads, mIoU.
+
+Data flow: a source yields (uint8 image, int64 mask) -> checks (``masks.check_mask``) ->
+albumentations crop/scale/flip/colour (``augment.py``) -> ``pad_collate`` pads a batch
+(image 0, mask ignore_index) -> ``SegmentationModel`` (backbone + head [+ aux head]) ->
+cross-entropy (+ Dice) on logits at input resolution. Evaluation runs whole images
+(``infer.predict_logits``) into one confusion matrix (``metrics.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from backbones import create_backbone
+from heads.segmentation import SEG_HEADS, FCNAuxHead, SegmentationLoss, SegmentationModel
+from tasks.base import TASKS, Task
+from tasks.images import read_image_rgb
+from tasks.plots import plot_confusion
+from tasks.segment import draw
+from tasks.segment.augment import build_transform
+from tasks.segment.config import SegmentConfig
+from tasks.segment.data import (
+    SegmentationDataset,
+    ShapesSource,
+    SubsetSource,
+    infer_num_classes,
+    layout_of,
+    open_source,
+    pad_collate,
+)
+from tasks.segment.infer import predict_logits
+from tasks.segment.metrics import ConfusionMatrix
+
+OUTPUT_STRIDES = (8, 16)
+
+
+@TASKS.register("segment")
+class SegmentTask(Task):
+    """Per-pixel classification; ``primary_metric`` is mIoU over the validation set."""
+
+    name = "segment"
+    config_class = SegmentConfig
+    primary_metric = "mIoU"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        SEG_HEADS.get(cfg.model.head)  # unknown head -> "did you mean" now, not after loading data
+        if cfg.model.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"model.output_stride={cfg.model.output_stride}: expected 8 or 16 "
+                "(dilated last stages keep segmentation features dense)"
+            )
+        self._matrix: Tensor | None = None  # confusion matrix of the last evaluate()
+
+    # ---- data -------------------------------------------------------------------------
+    def _sources(self) -> tuple[Any, Any]:
+        d, seed = self.cfg.data, self.cfg.train.seed
+        if d.train is None:
+            size = d.synthetic_size
+            return (
+                ShapesSource(d.synthetic_train, seed=seed, size=size),
+                ShapesSource(d.synthetic_val, seed=seed + 1_000_003, size=size),
+            )
+        opts = dict(ignore_index=d.ignore_index, palette=[list(p) for p in d.palette] or None)
+        train = open_source(d.train, "train", **opts)
+        if d.val is not None:
+            return train, open_source(d.val, "val", **opts)
+        if layout_of(Path(d.train)) == "voc":
+            return train, open_source(d.train, "val", **opts)
+        if len(train) < 2:
+            raise ValueError(
+                f"data.train={d.train!r} has {len(train)} sample(s); cannot hold out a "
+                "validation split (set data.val)"
+            )
+        order = np.random.default_rng(d.split_seed).permutation(len(train))
+        n_val = min(len(train) - 1, max(1, round(d.val_fraction * len(train))))
+        return SubsetSource(train, sorted(order[n_val:])), SubsetSource(
+            train, sorted(order[:n_val])
+        )
+
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        d = self.cfg.data
+        train, val = self._sources()
+        # An explicit data.num_classes wins; COCO and shapes know theirs; else scan the masks.
+        k = (
+            d.num_classes
+            or len(train.class_names)
+            or infer_num_classes([train, val], d.ignore_index)
+        )
+        if d.class_names and len(d.class_names) != k:
+            raise ValueError(
+                f"data.class_names has {len(d.class_names)} names but the label space has "
+                f"{k} classes (data.num_classes={d.num_classes}); give one name per class"
+            )
+        names = list(d.class_names) or train.class_names[:k]
+        self.class_names = names + [str(i) for i in range(len(names), k)]
+        crop = d.crop_size if d.train is not None else min(d.crop_size, d.synthetic_size)
+        aug = dict(
+            ignore_index=d.ignore_index, crop_size=crop, max_size=d.max_size, scale=tuple(d.scale),
+            hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
+        )  # fmt: skip
+        common = dict(num_classes=k, ignore_index=d.ignore_index)
+        return (
+            SegmentationDataset(train, transform=build_transform(train=True, **aug), **common),
+            SegmentationDataset(val, transform=build_transform(train=False, **aug), **common),
+        )
+
+    def collate(self, samples: Sequence[Any]) -> tuple[Tensor, Tensor]:
+        return pad_collate(samples, self.cfg.data.ignore_index)
+
+    # ---- model ------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if not self.class_names:
+            raise RuntimeError("call build_datasets() before build_model(): it sets class_names")
+        m, d, k = self.cfg.model, self.cfg.data, len(self.class_names)
+        backbone = create_backbone(m.backbone, output_stride=m.output_stride, norm_layer=m.norm)
+        if m.class_weights and len(m.class_weights) != k:
+            raise ValueError(
+                f"model.class_weights has {len(m.class_weights)} entries; expected {k} "
+                "(one per class)"
+            )
+        weights = list(m.class_weights) or None
+        loss = SegmentationLoss(
+            ignore_index=d.ignore_index, class_weights=weights, dice_weight=m.dice_weight
+        )
+        head = SEG_HEADS.create(
+            m.head, feature_info=backbone.feature_info, num_classes=k, loss=loss
+        )
+        aux = None
+        if m.aux_loss:
+            aux_loss = SegmentationLoss(ignore_index=d.ignore_index, class_weights=weights)
+            feature = backbone.feature_info[-2].name
+            aux = FCNAuxHead(backbone.feature_info, k, feature=feature, loss=aux_loss)
+        return SegmentationModel(backbone, head, aux, aux_weight=m.aux_weight)
+
+    # ---- train / eval -----------------------------------------------------------------
+    def train_step(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, Tensor]:
+        images, masks = (t.to(device, non_blocking=True) for t in batch)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        out = model(images, masks)
+        return {"loss": sum(out.losses.values()), **out.losses}
+
+    def predict_logits(self, model: nn.Module, images: Tensor) -> Tensor:
+        """Logits Tensor[B, K, H, W] for normalised images of any size (see ``infer.py``)."""
+        d = self.cfg.data
+        multiple = max(f.stride for f in model.backbone.feature_info)
+        return predict_logits(
+            model, images, multiple=multiple, window=d.eval_window, flip=d.eval_flip
+        ).float()
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, batches: Iterable[Any], device: torch.device
+    ) -> dict[str, Any]:
+        d = self.cfg.data
+        was_training = model.training
+        model.eval()
+        cm = ConfusionMatrix(len(self.class_names), d.ignore_index)
+        loss_sum, pixels = 0.0, 0
+        for images, masks in batches:
+            images, masks = images.to(device), masks.to(device)
+            logits = self.predict_logits(model, images)
+            loss_sum += float(
+                F.cross_entropy(logits, masks, ignore_index=d.ignore_index, reduction="sum")
+            )
+            pixels += int((masks != d.ignore_index).sum())
+            cm.update(logits.argmax(1), masks)
+        model.train(was_training)
+        if pixels == 0:
+            raise ValueError("evaluate() found no labelled (non-void) pixel in the validation set")
+        self._matrix = cm.matrix.clone()
+        return {**cm.compute(self.class_names), "loss": loss_sum / pixels}
+
+    def visualize(
+        self, model: nn.Module, val_set: Dataset, run_dir: Path, device: torch.device
+    ) -> list[Path]:
+        """``predictions.png`` (rows: image | ground truth | prediction for up to 6 validation
+        images) and ``confusion_matrix.png`` (from the last ``evaluate``)."""
+        run_dir = Path(run_dir)
+        colours = draw.palette(len(self.class_names), self.cfg.data.ignore_index)
+        was_training = model.training
+        model.eval()
+        rows = []
+        for i in range(min(6, len(val_set))):
+            image, mask = val_set.raw(i)
+            x, _ = val_set.transform(image, mask)
+            with torch.no_grad():
+                logits = self.predict_logits(model, x[None].to(device))
+            pred = (
+                F.interpolate(logits, size=image.shape[:2], mode="bilinear")[0]
+                .argmax(0)
+                .cpu()
+                .numpy()
+            )
+            rows.append(
+                [image, draw.overlay(image, mask, colours), draw.overlay(image, pred, colours)]
+            )
+        model.train(was_training)
+        paths = [draw.save_grid(rows, run_dir / "predictions.png")] if rows else []
+        if self._matrix is not None:
+            paths.append(
+                plot_confusion(self._matrix, self.class_names, run_dir / "confusion_matrix.png")
+            )
+        return paths
+
+    def predict(
+        self,
+        model: nn.Module,
+        image_paths: Sequence[str | Path],
+        out_dir: Path,
+        device: torch.device,
+    ) -> list[dict[str, Any]]:
+        """Writes ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour)
+        and ``<stem>_overlay.png`` per image into ``out_dir``, plus ``predictions.json`` with
+        each image's class pixel fractions."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        d = self.cfg.data
+        transform = build_transform(train=False, ignore_index=d.ignore_index, max_size=d.max_size)
+        colours = draw.palette(len(self.class_names), d.ignore_index)
+        model.eval()
+        results = []
+        for path in map(Path, image_paths):
+            image = read_image_rgb(path)
+            x, _ = transform(image, np.zeros(image.shape[:2], dtype=np.int64))
+            with torch.no_grad():
+                logits = self.predict_logits(model, x[None].to(device))
+            logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear")
+            pred = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
+            mask_img = Image.fromarray(pred, mode="P")
+            mask_img.putpalette(colours[:256].flatten().tolist())
+            mask_path, overlay_path = (
+                out_dir / f"{path.stem}_mask.png",
+                out_dir / f"{path.stem}_overlay.png",
+            )
+            mask_img.save(mask_path)
+            Image.fromarray(draw.overlay(image, pred, colours)).save(overlay_path)
+            counts = np.bincount(pred.ravel(), minlength=len(self.class_names)) / pred.size
+            fractions = {
+                n: round(float(c), 4)
+                for n, c in zip(self.class_names, counts, strict=True)
+                if c > 0
+            }
+            results.append(
+                {
+                    "image": str(path),
+                    "mask": str(mask_path),
+                    "overlay": str(overlay_path),
+                    "fractions": fractions,
+                }
+            )
+            print(f"{path}: {fractions}")
+        (out_dir / "predictions.json").write_text(json.dumps(results, indent=2))
+        return results

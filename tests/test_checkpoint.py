@@ -1,0 +1,93 @@
+"""Checkpoint files: atomic writes, self-describing weights, resumable state, bit-exact resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tasks import checkpoint as ckpt
+from tasks.config import load_config
+from tasks.engine import Trainer
+from tasks.toy import ToyConfig, ToyTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "model.safetensors"
+    ckpt.save_weights(target, {"w": torch.ones(3)}, {"task": "t"})
+    before = target.read_bytes()
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_weights(target, {"w": torch.zeros(1000)}, {"task": "t"})
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no temp file
+
+
+def test_weights_round_trip_with_metadata(tmp_path: Path) -> None:
+    conv = torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last)
+    meta = ckpt.weights_metadata("_toy", "train:\n  lr: 0.1\n", ["cat", "dog"])
+    ckpt.save_weights(tmp_path / "w.safetensors", {"conv": conv, "n": torch.tensor(3)}, meta)
+    state, read_meta = ckpt.read_weights(tmp_path / "w.safetensors")
+    assert torch.equal(state["conv"], conv) and int(state["n"]) == 3
+    assert read_meta["task"] == "_toy" and json.loads(read_meta["class_names"]) == ["cat", "dog"]
+    with pytest.raises(FileNotFoundError, match="holds no model.safetensors"):
+        ckpt.find_weights(tmp_path)
+
+
+def test_rng_state_round_trip_through_weights_only_load(tmp_path: Path) -> None:
+    ckpt.save_state(tmp_path / "s.pt", {"rng": ckpt.rng_state()})
+    expected = (torch.rand(2), np.random.rand(2), random.random())
+    ckpt.set_rng_state(torch.load(tmp_path / "s.pt", weights_only=True)["rng"])
+    again = (torch.rand(2), np.random.rand(2), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2] == again[2]
+
+
+RESUME_CFG = (
+    "train.epochs=100", "train.max_steps=14", "train.deterministic=true", "train.grad_accum=2",
+    "train.ema=0.9", "train.log_every=3", "train.eval_every=1", "model.width=4",
+)  # fmt: skip  # 4 optimizer steps per epoch, so step 6 is mid-epoch 2
+
+
+def test_resume_is_bit_identical(tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    Trainer(ToyTask(load_config(ToyConfig, overrides=RESUME_CFG)), straight, quiet=True).train()
+
+    resumed = tmp_path / "resumed"
+    interrupted = load_config(ToyConfig, overrides=[*RESUME_CFG, "train.stop_after_steps=6"])
+    assert Trainer(ToyTask(interrupted), resumed, quiet=True).train() is None
+    state = torch.load(resumed / "last.pt", weights_only=True)  # primitives + tensors only
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 4)
+    train = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
+    assert train(["--resume", str(resumed), "--quiet", "train.stop_after_steps=0"]) == 0
+
+    for name in ("last.safetensors", "model.safetensors"):
+        a, b = load_file(straight / name), load_file(resumed / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), f"{name}: {key} differs after resume"
+    final = torch.load(resumed / "last.pt", weights_only=True)
+    assert final["step"] == 14
+    ema_a = torch.load(straight / "last.pt", weights_only=True)["ema"]
+    assert all(torch.equal(ema_a[k], v) for k, v in final["ema"].items())

@@ -1,0 +1,134 @@
+"""Classification data: ImageFolder loading, odd files, clear errors, deterministic split,
+batched augmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from tasks.classify.augment import augment_batch, random_resized_crop, random_translate
+from tasks.classify.data import load_image_folder, stratified_split, synthetic_images
+from tasks.images import ImageDecodeError
+
+
+def make_tree(root, counts=None, size=(12, 12)):
+    """root/<class>/<i>.(png|jpg) with a distinct flat colour per class."""
+    counts = counts or {"cat": 3, "dog": 2}
+    for ci, (name, n) in enumerate(sorted(counts.items())):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            colour = (40 + 100 * ci, 20 * i, 200 - 80 * ci)
+            ext = "png" if i % 2 == 0 else "jpg"
+            Image.new("RGB", size, colour).save(root / name / f"{i}.{ext}")
+    return root
+
+
+def test_image_folder_loads_sorted_classes_in_memory(tmp_path):
+    root = make_tree(tmp_path / "train", {"zebra": 2, "ant": 3})
+    ds = load_image_folder(root, 8)
+    assert ds.class_names == ["ant", "zebra"]
+    assert ds.images.shape == (5, 3, 8, 8) and ds.images.dtype == torch.uint8
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1]
+    img, label = ds[4]
+    assert label == 1 and img.shape == (3, 8, 8)
+
+
+def test_odd_modes_sizes_and_exif_load(tmp_path):
+    root = tmp_path / "train"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    Image.new("L", (10, 20), 128).save(root / "a" / "gray.png")
+    Image.new("RGBA", (30, 30), (255, 0, 0, 255)).save(root / "a" / "rgba.png")
+    Image.new("RGB", (9, 9), (0, 255, 0)).convert("P").save(root / "b" / "pal.png")
+    Image.new("CMYK", (16, 16), (0, 0, 0, 0)).save(root / "b" / "cmyk.jpg")
+    img = Image.new("RGB", (20, 10), (0, 0, 255))
+    exif = img.getexif()
+    exif[0x0112] = 8
+    img.save(root / "b" / "rot.jpg", exif=exif)
+    ds = load_image_folder(root, 6, workers=2)
+    assert ds.images.shape == (5, 3, 6, 6)
+    assert ds.images[1, :, 3, 3].tolist() == [255, 0, 0]  # a/rgba.png
+    assert ds.images[0, :, 3, 3].tolist() == [128, 128, 128]  # a/gray.png
+
+
+def test_corrupt_image_error_and_skip_bad(tmp_path):
+    root = make_tree(tmp_path / "train")
+    (root / "dog" / "bad.jpg").write_bytes(b"garbage")
+    with pytest.raises(ImageDecodeError, match="bad.jpg"):
+        load_image_folder(root, 8)
+    ds = load_image_folder(root, 8, skip_bad=True)
+    assert ds.skipped == 1 and len(ds) == 5
+
+
+def test_folder_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        load_image_folder(tmp_path / "nope", 8)
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        load_image_folder(tmp_path / "flat", 8)
+    root = make_tree(tmp_path / "train")
+    (root / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="empty_class"):
+        load_image_folder(root, 8)
+
+
+def test_cache_roundtrip_and_invalidation(tmp_path):
+    root = make_tree(tmp_path / "train")
+    cache = tmp_path / "cache"
+    first = load_image_folder(root, 8, cache_dir=str(cache))
+    assert len(list(cache.glob("*.pt"))) == 1
+    again = load_image_folder(root, 8, cache_dir=str(cache))
+    assert torch.equal(first.images, again.images)
+    Image.new("RGB", (12, 12), (1, 2, 3)).save(root / "cat" / "new.png")  # new file: new key
+    grown = load_image_folder(root, 8, cache_dir=str(cache))
+    assert len(grown) == len(first) + 1 and len(list(cache.glob("*.pt"))) == 2
+
+
+def test_stratified_split_is_deterministic_and_stratified():
+    labels = torch.arange(4).repeat_interleave(torch.tensor([10, 20, 30, 40]))
+    tr, va = stratified_split(labels, 0.1, seed=3)
+    tr2, va2 = stratified_split(labels, 0.1, seed=3)
+    assert torch.equal(va, va2) and torch.equal(tr, tr2)
+    assert torch.bincount(labels[va]).tolist() == [1, 2, 3, 4]
+    assert sorted(tr.tolist() + va.tolist()) == list(range(100))
+    _, va3 = stratified_split(labels, 0.1, seed=4)
+    assert not torch.equal(va, va3)
+    with pytest.raises(ValueError, match="val_fraction"):
+        stratified_split(labels, 1.5, seed=0)
+
+
+def test_synthetic_is_deterministic():
+    a, la = synthetic_images(4, 5, 16, seed=0)
+    b, lb = synthetic_images(4, 5, 16, seed=0)
+    assert a.shape == (20, 3, 16, 16) and a.dtype == torch.uint8
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    assert not torch.equal(a, synthetic_images(4, 5, 16, seed=1)[0])
+
+
+def test_translate_and_flip_keep_pixels():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.uint8).reshape(2, 3, 6, 6)
+    torch.manual_seed(0)
+    out = random_translate(x, 2)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # the interior 2x2 of a 6x6 image shifted by <= 2 pixels always comes from the original
+    for b in range(2):
+        window = out[b, 0, 2:4, 2:4]
+        found = any(
+            torch.equal(window, x[b, 0, 2 + dy : 4 + dy, 2 + dx : 4 + dx])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+        assert found
+    flipped = augment_batch(x, "flip")
+    for b in range(2):
+        assert torch.equal(flipped[b], x[b]) or torch.equal(flipped[b], x[b].flip(2))
+    with pytest.raises(ValueError, match="data.augment"):
+        augment_batch(x, "bogus")
+
+
+def test_random_resized_crop_full_scale_is_identity():
+    x = torch.rand(3, 3, 8, 8)
+    out = random_resized_crop(x, 8, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+    assert random_resized_crop(x, 4).shape == (3, 3, 4, 4)

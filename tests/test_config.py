@@ -1,0 +1,111 @@
+"""Config loading: typed defaults <- YAML <- key=value, with one-line errors from the tools."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import ConfigError, config_to_yaml, load_config, require_path
+from tasks.toy import ToyConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tool_main(name: str):
+    return runpy.run_path(str(ROOT / "tools" / f"{name}.py"), run_name="tool")["main"]
+
+
+def test_layers_merge_in_order(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  lr: 0.5\n  epochs: 7\nmodel:\n  width: 4\n")
+    cfg = load_config(ToyConfig, recipe, ["train.lr=0.25", "data.num_classes=3"])
+    assert isinstance(cfg, ToyConfig)
+    assert (cfg.train.lr, cfg.train.epochs, cfg.model.width) == (0.25, 7, 4)
+    assert cfg.data.num_classes == 3
+    assert cfg.train.batch_size == ToyConfig().train.batch_size  # untouched default
+    assert (
+        load_config(
+            ToyConfig, overrides=["model.backbone_weights=/x.safetensors"]
+        ).model.backbone_weights
+        == "/x.safetensors"
+    )
+
+
+def test_unknown_key_suggests_closest() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config key 'train.lrr' on the command line; did you mean train.lr",
+    ):
+        load_config(ToyConfig, overrides=["train.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"'lr'.*did you mean train.lr"):
+        load_config(ToyConfig, overrides=["lr=0.1"])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path: Path) -> None:
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"'train.epoch' in '.*bad.yaml'; did you mean train.epochs"
+    ):
+        load_config(ToyConfig, recipe)
+
+
+def test_wrong_type_names_key_value_and_type() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'train.lr' on the command line: got 'fast' \(str\), expected float"
+    ):
+        load_config(ToyConfig, overrides=["train.lr=fast"])
+    with pytest.raises(ConfigError, match=r"'train.epochs'.*got 1.5 \(float\), expected int"):
+        load_config(ToyConfig, overrides=["train.epochs=1.5"])
+
+
+def test_bad_choice_and_malformed_override(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"'train.optimizer' = 'adam' is not one of sgd, adamw; did you mean 'adamw'",
+    ):
+        load_config(ToyConfig, overrides=["train.optimizer=adam"])
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(ToyConfig, overrides=["train.lr"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(ToyConfig, tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(ToyConfig, tmp_path / "list.yaml")
+
+
+def test_yaml_round_trip() -> None:
+    cfg = load_config(ToyConfig, overrides=["train.ema=0.99"])
+    again = load_config(ToyConfig, yaml_text=config_to_yaml(cfg))
+    assert again == cfg
+
+
+def test_require_path(tmp_path: Path) -> None:
+    assert require_path(tmp_path, "data.train") == tmp_path
+    with pytest.raises(ConfigError, match=r"'data.train': folder '/nope/x' does not exist"):
+        require_path("/nope/x", "data.train")
+    with pytest.raises(ConfigError, match="'data.val' is not set"):
+        require_path(None, "data.val")
+
+
+def test_print_config_prints_merged_yaml(capsys: pytest.CaptureFixture) -> None:
+    main = tool_main("train")
+    assert main(["--task", "_toy", "--print-config", "train.lr=0.125", "model.width=3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.125 and printed["model"]["width"] == 3
+    assert set(printed) == {"model", "data", "train"}
+
+
+def test_tool_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
+    main = tool_main("train")
+    assert main(["--task", "_toy", "--print-config", "train.bach_size=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("error: unknown config key 'train.bach_size'") and "train.batch_size" in err
+    )
+    assert "\n" not in err and "Traceback" not in err
+    assert main(["--task", "_tyo", "--print-config"]) == 2
+    assert "did you mean _toy" in capsys.readouterr().err

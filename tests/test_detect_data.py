@@ -1,0 +1,199 @@
+"""Detection loaders on small generated COCO / VOC / VOCdevkit folders, good and bad."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.detect.augment import AugmentConfig, build_augment
+from tasks.detect.dataset import DetectionDataset, load_detection_folder
+from tasks.detect.records import AnnotationError
+from tasks.images import ImageDecodeError
+
+
+def _image(path: Path, w: int = 40, h: int = 30) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), 128, dtype=np.uint8)).save(path)
+
+
+def _coco(root: Path, anns: list[dict], *, images: list[dict] | None = None) -> Path:
+    images = images or [
+        {"id": 7, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 9, "file_name": "b.png", "width": 40, "height": 30},
+    ]
+    for img in images:
+        _image(root / "images" / img["file_name"])
+    cats = [{"id": 3, "name": "cat"}, {"id": 17, "name": "dog"}]  # non-contiguous ids
+    (root / "annotations.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
+    return root
+
+
+GOOD = [
+    {"id": 1, "image_id": 7, "category_id": 17, "bbox": [1, 2, 10, 5]},
+    {"id": 2, "image_id": 7, "category_id": 3, "bbox": [20, 10, 5, 5], "iscrowd": 1},
+]
+
+
+def _voc_xml(path: Path, objects: list[tuple[str, list[float], int]], filename: str) -> None:
+    objs = "".join(
+        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin>"
+        f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b, d in objects
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<annotation><filename>{filename}</filename><size><width>40</width>"
+        f"<height>30</height></size>{objs}</annotation>"
+    )
+
+
+def test_coco_contiguous_labels_boxes_and_crowd(tmp_path):
+    records, names, ids = load_detection_folder(
+        _coco(tmp_path, GOOD), field="data.train", class_names=None, fix=False
+    )
+    assert names == ["cat", "dog"] and ids == [3, 17]
+    r = {rec.image_id: rec for rec in records}
+    np.testing.assert_allclose(r[7].boxes, [[1, 2, 11, 7], [20, 10, 25, 15]])
+    assert r[7].labels.tolist() == [2, 1] and r[7].iscrowd.tolist() == [False, True]
+    assert len(r[9].boxes) == 0  # an image without objects is kept
+    image, target = DetectionDataset(records)[0]
+    assert image.shape == (3, 30, 40) and target["boxes"].shape == (2, 4)
+
+
+def test_coco_annotations_folder_and_images_next_to_json(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    _coco(tmp_path, GOOD)
+    (tmp_path / "annotations.json").rename(tmp_path / "annotations" / "instances_val.json")
+    for name in ("a.png", "b.png"):
+        (tmp_path / "images" / name).rename(tmp_path / "annotations" / name)
+    records, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=None, fix=False)
+    assert records[0].path.parent == tmp_path / "annotations"
+
+
+@pytest.mark.parametrize(
+    ("bbox", "message"),
+    [
+        ([1, 2, float("nan"), 5], "non-finite"),
+        ([1, 2, 0, 5], "zero or negative area"),
+        ([1, 2, -3, 5], "zero or negative area"),
+        ([30, 2, 20, 5], "outside the 40x30 image"),
+    ],
+)
+def test_coco_bad_boxes_name_file_and_object(tmp_path, bbox, message):
+    root = _coco(tmp_path, [{"id": 5, "image_id": 7, "category_id": 3, "bbox": bbox}])
+    with pytest.raises(AnnotationError, match=message) as err:
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    assert "annotations.json" in str(err.value) and "annotation id 5" in str(err.value)
+
+
+def test_fix_boxes_clips_and_drops_and_counts(tmp_path):
+    anns = [
+        {"id": 1, "image_id": 7, "category_id": 3, "bbox": [30, 2, 20, 5]},  # clipped
+        {"id": 2, "image_id": 7, "category_id": 3, "bbox": [1, 2, 0, 5]},  # dropped
+        {"id": 3, "image_id": 7, "category_id": 3, "bbox": [1, None, 3, 5]},  # dropped (NaN)
+        {"id": 4, "image_id": 7, "category_id": 3, "bbox": [1, 2, 3, 5]},  # fine
+    ]
+    records, _, _ = load_detection_folder(
+        _coco(tmp_path, anns), field="data.train", class_names=None, fix=True
+    )
+    r = next(rec for rec in records if rec.image_id == 7)
+    assert r.fixed == 3
+    np.testing.assert_allclose(r.boxes, [[30, 2, 40, 7], [1, 2, 4, 7]])
+    assert DetectionDataset(records).fixed == 3
+
+
+def test_coco_missing_key_unknown_category_and_missing_image(tmp_path):
+    bad_key = _coco(tmp_path / "k", [{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2]}])
+    with pytest.raises(AnnotationError, match=r"annotations\[0\]: missing key 'category_id'"):
+        load_detection_folder(bad_key, field="data.train", class_names=None, fix=False)
+    bad_cat = _coco(
+        tmp_path / "c", [{"id": 1, "image_id": 7, "category_id": 4, "bbox": [1, 1, 2, 2]}]
+    )
+    with pytest.raises(AnnotationError, match="category_id 4 is not in 'categories'"):
+        load_detection_folder(bad_cat, field="data.train", class_names=None, fix=False)
+    root = _coco(tmp_path / "m", GOOD)
+    (root / "images" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="'b.png' is listed but not found"):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
+def test_val_label_missing_from_train_classes(tmp_path):
+    root = _coco(tmp_path, GOOD)
+    with pytest.raises(AnnotationError, match="label 'dog' is not in the class list"):
+        load_detection_folder(root, field="data.val", class_names=["cat"], fix=False)
+
+
+def test_image_that_fails_to_decode_is_named(tmp_path):
+    root = _coco(tmp_path, GOOD)
+    (root / "images" / "a.png").write_bytes(b"not a png")
+    records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    with pytest.raises(ImageDecodeError, match="a.png"):
+        DetectionDataset(records)[[r.image_id for r in records].index(7)]
+
+
+def test_voc_folder_sorted_names_difficult_and_stem_fallback(tmp_path):
+    _image(tmp_path / "images" / "x1.jpg")
+    _image(tmp_path / "images" / "x2.png")
+    objs = [("zebra", [1, 1, 10, 10], 0), ("ant", [5, 5, 20, 20], 1)]
+    _voc_xml(tmp_path / "annotations" / "x1.xml", objs, "x1.jpg")
+    _voc_xml(tmp_path / "annotations" / "x2.xml", [], "renamed.png")  # falls back to the stem
+    records, names, ids = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert names == ["ant", "zebra"] and ids == [1, 2]
+    assert records[0].labels.tolist() == [2, 1] and records[0].iscrowd.tolist() == [False, True]
+    np.testing.assert_allclose(records[0].boxes[0], [0, 0, 10, 10])  # 1-based inclusive -> 0-based
+    assert records[1].path.name == "x2.png" and len(records[1].boxes) == 0
+
+
+def test_voc_bad_inputs(tmp_path):
+    _image(tmp_path / "images" / "x1.jpg")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 50, 10], 0)], "x1.jpg")
+    with pytest.raises(AnnotationError, match=r"x1.xml: object 0 \(a\).*outside"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    (tmp_path / "annotations" / "x1.xml").write_text(
+        "<annotation><object><name>a</name><bndbox><xmin>1</xmin></bndbox></object></annotation>"
+    )
+    with pytest.raises(AnnotationError, match="x1.xml object 0: missing <ymin>"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 5, 5], 0)], "gone.jpg")
+    (tmp_path / "images" / "x1.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="'gone.jpg' not found"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+
+
+def test_vocdevkit_splits(tmp_path):
+    main = tmp_path / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    for i in ("a", "b", "c"):
+        _image(tmp_path / "JPEGImages" / f"{i}.jpg")
+        _voc_xml(tmp_path / "Annotations" / f"{i}.xml", [("dog", [1, 1, 9, 9], 0)], f"{i}.jpg")
+    (main / "train.txt").write_text("a\nb\n")
+    (main / "val.txt").write_text("c\n")
+    train, _, _ = load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    val, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=["dog"], fix=False)
+    assert [r.path.stem for r in train] == ["a", "b"] and [r.path.stem for r in val] == ["c"]
+
+
+def test_unknown_layout_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no detection data found"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+
+
+def test_augment_keeps_boxes_on_objects():
+    cfg = AugmentConfig(hflip=1.0, scale_min=0.5, scale_max=0.5, crop=1.0, color=0.2)
+    aug = build_augment(cfg)
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    image[10:20, 5:15] = 255
+    out = aug(image=image, bboxes=np.array([[5, 10, 15, 20]], dtype=np.float32),
+              labels=np.array([1]), iscrowd=np.array([False]))  # fmt: skip
+    (x1, y1, x2, _y2), img = np.asarray(out["bboxes"])[0], out["image"]
+    assert x2 - x1 == pytest.approx(5, abs=1) and img[int(y1) + 2, int(x1) + 2].mean() > 100
+    empty = aug(image=image, bboxes=np.zeros((0, 4)), labels=np.zeros(0), iscrowd=np.zeros(0))
+    assert len(empty["bboxes"]) == 0

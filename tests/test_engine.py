@@ -1,0 +1,190 @@
+"""The shared engine on the ``_toy`` task: learning, run-folder files, hooks, errors, tools."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks import load_model
+from tasks.config import load_config
+from tasks.engine import Trainer, TrainingError
+from tasks.hooks import Hook
+from tasks.schedule import lr_at, progress
+from tasks.toy import ToyConfig, ToyTask
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: threads only add overhead on a shared CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_trainer(run_dir: Path, *overrides: str, **kwargs) -> Trainer:
+    return Trainer(
+        ToyTask(load_config(ToyConfig, overrides=overrides)), run_dir, quiet=True, **kwargs
+    )
+
+
+class Recorder(Hook):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def before_train(self) -> None:
+        self.calls.append("before_train")
+
+    def after_step(self, step: int, losses: dict) -> None:
+        assert "loss" in losses and self.trainer.step == step
+        self.calls.append(f"step{step}")
+
+    def after_eval(self, metrics: dict) -> None:
+        self.calls.append(f"eval{metrics['accuracy'] >= 0}")
+
+    def after_train(self) -> None:
+        self.calls.append("after_train")
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, list[str]]:
+    run_dir = tmp_path_factory.mktemp("toy") / "run"
+    torch.set_num_threads(1)
+    hook = Recorder()
+    metrics = toy_trainer(run_dir, "train.epochs=4", hooks=[hook]).train()
+    return run_dir, metrics, hook.calls
+
+
+def test_toy_learns_and_writes_run_folder(toy_run) -> None:
+    run_dir, metrics, _ = toy_run
+    assert metrics["accuracy"] > 0.75  # 4 classes: chance is 0.25
+    for name in ("config.yaml", "model.safetensors", "last.safetensors", "last.pt", "metrics.json",
+                 "metrics.jsonl", "loss.png", "lr.png", "metrics.png"):  # fmt: skip
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(4, 33, 4))  # log_every=4, 8 steps/epoch
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert train_rows[-1]["lr"] < 1e-3  # cosine annealed to ~0 at the end
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [8, 16, 24, 32]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["accuracy"] == metrics["accuracy"] and summary["step"] == 32
+    best = max(r["accuracy"] for r in rows if r["kind"] == "eval")
+    assert summary["best_accuracy"] == best
+
+
+def test_hooks_see_every_step_and_eval(toy_run) -> None:
+    calls = toy_run[2]
+    assert calls[0] == "before_train" and calls[-1] == "after_train"
+    assert [c for c in calls if c.startswith("step")] == [f"step{s}" for s in range(1, 33)]
+    assert calls.count("evalTrue") == 4
+
+
+def test_load_model_and_eval_tool_reproduce_best_metric(toy_run, capsys) -> None:
+    run_dir, _, _ = toy_run
+    model, task = load_model(run_dir)
+    assert not model.training and task.name == "_toy" and task.class_names[0] == "class0"
+    main = runpy.run_path(str(ROOT / "tools" / "eval.py"), run_name="tool")["main"]
+    out = run_dir.parent / "eval.json"
+    assert main([str(run_dir), "--out", str(out), "--device", "cpu"]) == 0
+    evaluated = json.loads(out.read_text())
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert evaluated["accuracy"] == summary["best_accuracy"]  # model.safetensors = best
+    assert "accuracy:" in capsys.readouterr().out
+
+
+def test_predict_tool_delegates_to_task(toy_run, capsys) -> None:
+    run_dir, _, _ = toy_run
+    image = run_dir.parent / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    main = runpy.run_path(str(ROOT / "tools" / "predict.py"), run_name="tool")["main"]
+    assert main([str(run_dir / "model.safetensors"), str(image), "--device", "cpu"]) == 0
+    assert f"{image}: class" in capsys.readouterr().out
+
+
+def test_backbone_weights_initialise_backbone(toy_run, tmp_path: Path) -> None:
+    run_dir, _, _ = toy_run
+    trained, _ = load_model(run_dir)
+    trainer = toy_trainer(tmp_path, f"model.backbone_weights={run_dir / 'model.safetensors'}")
+    for key, value in trained.backbone.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue  # the backbone loader skips these counters (frozen-BN files lack them)
+        assert torch.equal(trainer.model.backbone.state_dict()[key], value), key
+    assert not torch.equal(trainer.model.fc.weight, trained.fc.weight)  # head stays fresh
+
+
+def test_schedule_shapes() -> None:
+    assert lr_at(0.0, peak=1.0, warmup=0.1, kind="cosine") == 0.0
+    assert lr_at(0.1, peak=1.0, warmup=0.1, kind="cosine") == pytest.approx(1.0)
+    assert lr_at(0.55, peak=1.0, warmup=0.1, kind="cosine") == pytest.approx(0.5)
+    assert lr_at(1.0, peak=1.0, warmup=0.1, kind="cosine") == pytest.approx(0.0)
+    assert lr_at(0.0, peak=1.0, warmup=0.2, kind="onecycle") == pytest.approx(0.04)
+    assert lr_at(0.6, peak=1.0, warmup=0.2, kind="onecycle") == pytest.approx(0.5)
+    assert progress(10, 100, elapsed_s=30, budget_s=60) == 0.5  # time runs ahead of steps
+    assert progress(80, 100, elapsed_s=30, budget_s=60) == 0.8
+    assert progress(10, 100, elapsed_s=90, budget_s=60) == 1.0
+
+
+def test_time_budget_stops_and_anneals(tmp_path: Path) -> None:
+    trainer = toy_trainer(
+        tmp_path, "train.epochs=100000", "train.max_minutes=0.02", "train.log_every=1"
+    )
+    metrics = trainer.train()
+    assert 0 < trainer.step < trainer.total_steps and "accuracy" in metrics
+    assert trainer.elapsed() >= 1.2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if r["kind"] == "train"]
+    assert lrs[-1] < 0.1 * max(lrs)  # the schedule followed the clock to its end
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == trainer.step
+
+
+def test_options_grad_accum_clip_ema_adamw(tmp_path: Path) -> None:
+    trainer = toy_trainer(
+        tmp_path, "train.epochs=2", "train.grad_accum=2", "train.clip_grad=1.0", "train.ema=0.9",
+        "train.optimizer=adamw", "train.lr=0.01", "train.schedule=onecycle",
+        "train.channels_last=true",
+    )  # fmt: skip
+    assert trainer.steps_per_epoch == 4
+    assert trainer.train()["accuracy"] > 0.5
+    best, _ = load_model(tmp_path / "model.safetensors")
+    last, _ = load_model(tmp_path / "last.safetensors")
+    assert torch.equal(best.fc.weight, trainer.ema.module.fc.weight)  # EMA weights are saved
+    assert not torch.equal(best.fc.weight, last.fc.weight)
+    groups = trainer.optimizer.param_groups
+    assert groups[0]["weight_decay"] > 0 and groups[1]["weight_decay"] == 0.0  # no decay on BN/bias
+    assert all(p.ndim <= 1 for p in groups[1]["params"])
+
+
+def test_nan_loss_names_step_and_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real_step = ToyTask.train_step
+
+    def poisoned(self, model, batch, device):
+        calls["n"] += 1
+        losses = real_step(self, model, batch, device)
+        return {"loss": losses["loss"] * (float("nan") if calls["n"] >= 11 else 1.0)}
+
+    monkeypatch.setattr(ToyTask, "train_step", poisoned)
+    trainer = toy_trainer(tmp_path, "train.epochs=3", "train.log_every=20")
+    with pytest.raises(
+        TrainingError,
+        match=r"non-finite.*at step 11 .*last good checkpoint is '.*last.pt' \(step 8\)",
+    ):
+        trainer.train()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 8  # the NaN weights were never saved
+
+
+def test_too_small_train_set_is_a_config_error(tmp_path: Path) -> None:
+    from tasks.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fewer than train.batch_size"):
+        toy_trainer(tmp_path, "data.train_size=16", "train.batch_size=32")

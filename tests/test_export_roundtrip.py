@@ -1,0 +1,88 @@
+"""ONNX export of every task through tools/export_onnx.py: parity with PyTorch at three
+shapes (two sizes, batch 1/2/3), metadata read back, clear failures."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tasks import TASKS
+from tasks.checkpoint import save_weights, weights_metadata
+from tasks.config import config_to_yaml, load_config
+from tasks.export import parity
+from tasks.export.metadata import read_metadata
+from tasks.inference import OnnxModel
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "classify": ["model.backbone=resnet18", "data.image_size=64", "data.cache_dir=''",
+                 "data.synthetic_train_per_class=2", "data.synthetic_val_per_class=1"],
+    "segment": ["model.backbone=resnet18", "data.synthetic_size=64", "data.synthetic_train=2",
+                "data.synthetic_val=6"],
+    "detect": ["model.min_size=96", "model.max_size=160", "model.score_thresh=0.0",
+               "data.shapes_train=2", "data.shapes_val=6"],
+}  # fmt: skip
+
+
+def load_tool(name: str):  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_checkpoint(tmp_path: Path, task_name: str, *extra: str) -> Path:
+    cfg = load_config(TASKS.get(task_name).config_class, None, [*TINY[task_name], *extra])
+    task = TASKS.create(task_name, cfg=cfg)
+    task.build_val_dataset()
+    model = task.build_model()
+    path = tmp_path / f"{task_name}.safetensors"
+    save_weights(
+        path, model.state_dict(), weights_metadata(task_name, config_to_yaml(cfg), task.class_names)
+    )
+    return path
+
+
+@pytest.mark.parametrize("task_name", ["classify", "segment", "detect"])
+def test_dynamic_export_matches_pytorch(tmp_path, capsys, task_name):
+    ckpt = make_checkpoint(tmp_path, task_name)
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    log = capsys.readouterr().out
+    assert log.count(" ok") == 3 and "largest difference" in log  # 3 shapes, batches 1, 2, 3
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    meta = read_metadata(model)
+    assert meta["task"] == task_name and meta["input"]["shape"] == [None, 3, None, None]
+    assert isinstance(meta["class_names"], list) and meta["class_names"]
+    assert meta["feature_info"][-1][0] == "c5" and meta["resvision_version"]
+    if task_name == "detect":
+        assert any(n.op_type == "NonMaxSuppression" for n in model.graph.node)
+        res = OnnxModel(out, provider="cpu")(np.zeros((70, 90, 3), np.uint8))[0]
+        assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
+
+
+def test_parity_failure_exits_nonzero(tmp_path, capsys, monkeypatch):
+    ckpt = make_checkpoint(tmp_path, "classify")
+    monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass
+    code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path / "m.onnx")])
+    assert code == 1 and "disagree" in capsys.readouterr().err
+
+
+def test_checkpoint_without_task_metadata_is_a_clear_error(tmp_path, capsys):
+    bare = tmp_path / "bare.safetensors"
+    save_weights(bare, {"w": torch.zeros(1)}, {})
+    code = load_tool("export_onnx").main([str(bare), "--output", str(tmp_path / "m.onnx")])
+    assert code == 2 and "'task'" in capsys.readouterr().err
+
+
+def test_fcos_is_refused_with_a_message(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path, "detect", "model.head=fcos")
+    code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path / "m.onnx")])
+    assert code == 2 and "fcos" in capsys.readouterr().err

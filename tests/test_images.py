@@ -1,0 +1,86 @@
+"""read_image_rgb: every odd file format comes out as uint8 RGB, bad files are named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.images import ImageDecodeError, read_image_rgb
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def test_rgb_png_roundtrip(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    out = read_image_rgb(_save(Image.fromarray(arr), tmp_path / "a.png"))
+    assert out.dtype == np.uint8 and out.shape == (5, 7, 3)
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    arr = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    out = read_image_rgb(_save(Image.fromarray(arr, "L"), tmp_path / "g.png"))
+    assert out.shape == (3, 4, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], arr)
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red stays red
+    rgba[1, 1] = (0, 0, 255, 0)  # fully transparent becomes white
+    out = read_image_rgb(_save(Image.fromarray(rgba, "RGBA"), tmp_path / "t.png"))
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[1, 1]) == (255, 255, 255)
+
+
+def test_palette_and_cmyk(tmp_path):
+    rgb = Image.new("RGB", (4, 4), (10, 200, 30))
+    out = read_image_rgb(_save(rgb.convert("P"), tmp_path / "p.png"))
+    assert out.shape == (4, 4, 3) and abs(int(out[0, 0, 1]) - 200) < 8
+    cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # pure red in CMYK
+    out = read_image_rgb(_save(cmyk, tmp_path / "c.jpg", quality=95))
+    assert out.shape == (4, 4, 3)
+    assert out[0, 0, 0] > 200 and out[0, 0, 1] < 60 and out[0, 0, 2] < 60
+
+
+def test_16bit_grayscale_is_rescaled(tmp_path):
+    arr = np.array([[0, 65535], [32768, 1000]], dtype=np.uint16)
+    img = Image.fromarray(arr)  # mode I;16
+    out = read_image_rgb(_save(img, tmp_path / "d.png"))
+    assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255 and 126 <= out[1, 0, 0] <= 129
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    arr = np.zeros((2, 4, 3), dtype=np.uint8)  # 2 rows x 4 columns, left column red
+    arr[:, 0] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = read_image_rgb(_save(img, tmp_path / "r.png", exif=exif))
+    assert out.shape == (4, 2, 3)  # displayed portrait
+    assert out[0, :, 0].tolist() == [255, 255]  # rotated clockwise: left column -> top row
+    assert out[1:, :, 0].max() == 0
+
+
+def test_resize_on_load(tmp_path):
+    path = _save(Image.new("RGB", (40, 20), (1, 2, 3)), tmp_path / "big.png")
+    out = read_image_rgb(path, size=8)
+    assert out.shape == (8, 8, 3) and tuple(out[4, 4]) == (1, 2, 3)
+
+
+def test_corrupt_and_missing_files_are_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        read_image_rgb(bad)
+    good = _save(Image.new("RGB", (64, 64), (5, 5, 5)), tmp_path / "trunc.jpg")
+    good.write_bytes(good.read_bytes()[:200])  # truncated file
+    with pytest.raises(ImageDecodeError, match="trunc.jpg"):
+        read_image_rgb(good)
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        read_image_rgb(tmp_path / "nothere.png")

@@ -1,0 +1,137 @@
+"""tasks.inference.OnnxModel: inputs it accepts, bad inputs it names, provider fallback,
+and a static int8 export that stays close to fp32."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from tasks import TASKS, inference
+from tasks.classify.data import synthetic_images
+from tasks.config import load_config
+from tasks.export.metadata import build_metadata
+from tasks.export.onnx_export import export_onnx
+from tasks.export.quantize import to_int8
+from tasks.export.spec import build_export
+from tasks.inference import OnnxModel
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A static-shape (batch 2, 32x32) ResNet-20 classifier, its spec and the task."""
+    tmp = tmp_path_factory.mktemp("onnx")
+    over = [f"data.image_size={SIZE}", "model.zero_init_residual=false"]
+    task = TASKS.create("classify", cfg=load_config(TASKS.get("classify").config_class, None, over))
+    task.class_names = [f"c{i}" for i in range(10)]
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    spec = build_export(model, task)
+    shape = [2, 3, SIZE, SIZE]
+    meta = build_metadata(task, model, spec, input_dtype="uint8", input_shape=shape)
+    path = tmp / "static.onnx"
+    export_onnx(spec, path, metadata=meta, dynamic=False, batch=2)
+    return path, spec, task
+
+
+def test_paths_arrays_and_batches_give_the_same_results(exported, tmp_path):
+    path, spec, _ = exported
+    model = OnnxModel(path, provider="cpu")
+    imgs = synthetic_images(10, 1, SIZE, seed=3)[0][:2]
+    hwc = [im.permute(1, 2, 0).numpy() for im in imgs]
+    files = []
+    for i, arr in enumerate(hwc):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(arr).save(files[-1])
+    by_file, by_array = model(files), model(hwc)
+    by_batch = model(imgs.numpy())
+    expected = spec.module(imgs)[1].detach().numpy()
+    for i in range(2):
+        for got in (by_file[i], by_array[i], by_batch[i]):
+            np.testing.assert_allclose(got["probs"], expected[i], atol=1e-5)
+    assert model.task == "classify" and model.class_names[0] == "c0"
+    assert model.metadata["preprocess"]["size"] == SIZE
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 1, SIZE, SIZE), np.uint8), r"expected \[B, 3, H, W\]"),
+        (np.zeros((2, 3, SIZE, SIZE), np.float32), "expected uint8"),
+        (np.zeros((3, 3, SIZE, SIZE), np.uint8), "fixed input shape 2x3x32x32"),
+        (np.zeros((SIZE, SIZE), np.uint8), r"expected \[H, W, 3\]"),
+        (np.zeros((SIZE, SIZE, 4), np.uint8), r"expected \[H, W, 3\]"),
+    ],
+)
+def test_bad_inputs_name_what_was_expected(exported, bad, message):
+    model = OnnxModel(exported[0], provider="cpu")
+    with pytest.raises(ValueError, match=message):
+        model(bad)
+
+
+def test_model_without_metadata_is_refused(exported, tmp_path):
+    model = onnx.load(str(exported[0]))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ValueError, match="no resvision metadata"):
+        OnnxModel(tmp_path / "bare.onnx")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        OnnxModel(tmp_path / "missing.onnx")
+
+
+def test_gpu_provider_that_fails_to_start_falls_back_to_cpu(exported, monkeypatch):
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.CUDA, inference.CPU])
+
+    def session(path, options, providers):  # noqa: ANN001, ANN202
+        if inference.CUDA in providers:
+            raise RuntimeError("libcudart.so: cannot open shared object file")
+        return real(path, options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider failed to start"):
+        model = OnnxModel(exported[0], provider="auto")
+    assert model.provider == inference.CPU and not model._binding
+
+
+def test_gpu_provider_listed_but_inactive_warns(exported, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.CUDA, inference.CPU])
+    with pytest.warns(UserWarning, match="running on CPU"):  # no GPU here: ORT drops CUDA
+        model = OnnxModel(exported[0], provider="cuda")
+    assert model.provider == inference.CPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert OnnxModel(exported[0], provider="cpu").provider == inference.CPU
+
+
+def test_unknown_provider_is_refused(exported):
+    with pytest.raises(ValueError, match="expected one of auto"):
+        OnnxModel(exported[0], provider="gpu")
+
+
+def test_int8_model_runs_and_stays_close_to_fp32(exported, tmp_path):
+    """Static QDQ int8 of a random ResNet-20 on generated images: probabilities within 0.05
+    and top-1 agreeing on at least 80% of 20 images (stated bound for untrained weights)."""
+    path, _, task = exported
+    images, _ = synthetic_images(10, 4, SIZE, seed=5)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, im in enumerate(images[:20]):
+        Image.fromarray(im.permute(1, 2, 0).numpy()).save(calib / f"{i}.png")
+    out = tmp_path / "int8.onnx"
+    to_int8(path, out, calib, task.name)
+    fp32, int8 = OnnxModel(path, provider="cpu"), OnnxModel(out, provider="cpu")
+    assert int8.metadata["precision"] == "int8"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    test = images[20:40].numpy()
+    p32 = np.concatenate([fp32.run_batch(test[i : i + 2])["probs"] for i in range(0, 20, 2)])
+    p8 = np.concatenate([int8.run_batch(test[i : i + 2])["probs"] for i in range(0, 20, 2)])
+    assert np.abs(p32 - p8).max() < 0.05
+    assert (p32.argmax(1) == p8.argmax(1)).mean() >= 0.8

@@ -1,0 +1,202 @@
+"""Segmentation loaders on small generated fixtures: the three layouts and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks.segment.config import SegmentConfig
+from tasks.segment.data import SegmentationDataset, infer_num_classes, open_source, pad_collate
+from tasks.segment.task import SegmentTask
+
+RNG = np.random.default_rng(0)
+
+
+def _image(path: Path, h: int, w: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RNG.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def _mask(path: Path, labels: np.ndarray, mode: str = "L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(labels.astype(np.uint8))
+    if mode == "P":
+        img.putpalette([(i * 37) % 256 for i in range(768)])  # colours unrelated to indices
+    img.save(path)
+
+
+def _labels(h: int, w: int, top: int = 2) -> np.ndarray:
+    lab = RNG.integers(0, top + 1, (h, w))
+    lab[0, 0] = 255  # one void pixel
+    return lab
+
+
+def _folder(root: Path, sizes=((20, 30), (25, 17), (31, 31))) -> Path:
+    for i, (h, w) in enumerate(sizes):
+        _image(root / "images" / f"im{i}.jpg", h, w)
+        _mask(root / "masks" / f"im{i}.png", _labels(h, w), mode="P" if i == 1 else "L")
+    return root
+
+
+def _dataset(root: Path, num_classes: int = 3, palette=None) -> SegmentationDataset:
+    from tasks.segment.augment import build_transform
+
+    source = open_source(str(root), "train", ignore_index=255, palette=palette)
+    return SegmentationDataset(
+        source, num_classes=num_classes, ignore_index=255,
+        transform=build_transform(train=False, ignore_index=255),
+    )  # fmt: skip
+
+
+def test_folder_pairs_palette_and_index_masks(tmp_path):
+    root = _folder(tmp_path / "d")
+    p_mask = Image.open(root / "masks" / "im1.png")
+    assert p_mask.mode == "P"
+    ds = _dataset(root)
+    assert len(ds) == 3
+    image, mask = ds[1]
+    assert image.shape == (3, 25, 17) and mask.dtype == torch.int64
+    assert torch.equal(
+        mask, torch.from_numpy(np.asarray(p_mask).astype(np.int64))
+    )  # indices, not RGB
+    assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
+    assert infer_num_classes([ds.source], 255) == 3
+
+
+def test_task_builds_from_train_and_val_dirs_and_pads_batches(tmp_path):
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val", sizes=((9, 13), (14, 8)))
+    cfg = SegmentConfig()
+    cfg.data.train, cfg.data.val, cfg.data.crop_size = str(train), str(val), 24
+    task = SegmentTask(cfg)
+    train_set, val_set = task.build_datasets()
+    assert task.class_names == ["0", "1", "2"]  # num_classes found by scanning the masks
+    images, masks = task.collate([train_set[i] for i in range(3)])
+    assert images.shape == (3, 3, 24, 24) and masks.shape == (3, 24, 24)
+    images, masks = task.collate([val_set[0], val_set[1]])  # whole images, different sizes
+    assert images.shape == (2, 3, 14, 13)
+    assert (masks[0, 9:] == 255).all() and (images[0, :, 9:] == 0).all()
+    assert (masks[1, :, 8:] == 255).all()
+
+
+def test_explicit_num_classes_wins_and_class_names_checked(tmp_path):
+    cfg = SegmentConfig()
+    cfg.data.train = str(_folder(tmp_path / "d"))
+    cfg.data.num_classes, cfg.data.class_names = 5, ["bg", "a", "b", "c", "d"]
+    task = SegmentTask(cfg)
+    train_set, val_set = task.build_datasets()  # val held out from train
+    assert task.class_names == ["bg", "a", "b", "c", "d"]
+    assert len(train_set) + len(val_set) == 3
+    cfg.data.class_names = ["bg", "a"]
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        SegmentTask(cfg).build_datasets()
+
+
+def test_mask_size_mismatch_names_both_sizes(tmp_path):
+    root = _folder(tmp_path / "d")
+    _mask(root / "masks" / "im0.png", _labels(21, 30))
+    with pytest.raises(ValueError, match=r"im0\.png.*30x21.*30x20"):
+        _dataset(root)[0]
+
+
+def test_label_out_of_range_names_value_and_file(tmp_path):
+    root = _folder(tmp_path / "d")
+    lab = _labels(20, 30)
+    lab[3, 3] = 7
+    _mask(root / "masks" / "im0.png", lab)
+    with pytest.raises(ValueError, match=r"im0\.png.*\[7\].*num_classes=3"):
+        _dataset(root)[0]
+
+
+def test_rgb_mask_needs_palette(tmp_path):
+    root = _folder(tmp_path / "d", sizes=((6, 5),))
+    rgb = np.zeros((6, 5, 3), dtype=np.uint8)
+    rgb[:3] = (128, 0, 0)
+    Image.fromarray(rgb).save(root / "masks" / "im0.png")
+    with pytest.raises(ValueError, match=r"im0\.png.*index PNG.*data\.palette"):
+        _dataset(root)[0]
+    _, mask = _dataset(root, palette=[[0, 0, 0], [128, 0, 0]])[0]
+    assert (mask[:3] == 1).all() and (mask[3:] == 0).all()
+    with pytest.raises(ValueError, match=r"colour \[128, 0, 0\]"):
+        _dataset(root, palette=[[0, 0, 0]])[0]
+
+
+def test_image_without_mask(tmp_path):
+    root = _folder(tmp_path / "d")
+    (root / "masks" / "im2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no mask.*im2\.jpg"):
+        _dataset(root)
+
+
+def test_unknown_layout(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(FileNotFoundError, match="images.*masks.*JPEGImages.*annotations.json"):
+        open_source(str(tmp_path / "x"), "train", ignore_index=255)
+
+
+def test_voc_layout_train_and_val_lists(tmp_path):
+    root = tmp_path / "VOC"
+    for name in ("a", "b", "c"):
+        _image(root / "JPEGImages" / f"{name}.jpg", 12, 10)
+        _mask(root / "SegmentationClass" / f"{name}.png", _labels(12, 10, top=20), mode="P")
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("a\nb\n")
+    (sets / "val.txt").write_text("c\n")
+    cfg = SegmentConfig()
+    cfg.data.train, cfg.data.num_classes = str(root), 21
+    train_set, val_set = SegmentTask(cfg).build_datasets()  # val = the VOC val list
+    assert (len(train_set), len(val_set)) == (2, 1)
+    assert val_set[0][1].shape == (12, 10)
+
+
+def test_coco_polygons_and_rle_render_to_semantic_masks(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    root = tmp_path / "coco"
+    _image(root / "images" / "p.jpg", 20, 30)
+    rle_mask = np.zeros((20, 30), dtype=np.uint8, order="F")
+    rle_mask[10:15, 20:28] = 1
+    rle = mask_utils.encode(rle_mask)
+    rle["counts"] = rle["counts"].decode()
+    crowd = mask_utils.encode(
+        np.asfortranarray((np.arange(30)[None] >= 28) & np.ones((20, 1), bool)).astype(np.uint8)
+    )
+    crowd["counts"] = crowd["counts"].decode()
+    doc = {
+        "images": [{"id": 1, "file_name": "p.jpg", "height": 20, "width": 30}],
+        "categories": [{"id": 9, "name": "dog"}, {"id": 5, "name": "person"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 5, "iscrowd": 0, "area": 60,
+             "segmentation": [[2, 2, 12, 2, 12, 8, 2, 8]], "bbox": [2, 2, 10, 6]},
+            {"id": 2, "image_id": 1, "category_id": 9, "iscrowd": 0, "area": 40,
+             "segmentation": rle, "bbox": [20, 10, 8, 5]},
+            {"id": 3, "image_id": 1, "category_id": 9, "iscrowd": 1, "area": 40,
+             "segmentation": crowd, "bbox": [28, 0, 2, 20]},
+        ],
+    }  # fmt: skip
+    (root / "annotations.json").write_text(json.dumps(doc))
+    source = open_source(str(root), "train", ignore_index=255)
+    assert source.class_names == ["background", "person", "dog"]  # ids 5, 9 -> 1, 2
+    image, mask, _ = source.load(0)
+    assert image.shape == (20, 30, 3)
+    assert (mask[3:8, 3:12] == 1).all()  # polygon, person
+    assert (mask[10:15, 20:28] == 2).all()  # RLE, dog
+    assert (mask[:, 28:] == 255).all()  # crowd -> void
+    assert mask[0, 0] == 0 and mask[18, 5] == 0
+
+
+def test_pad_collate_fills_void():
+    a = (torch.ones(3, 2, 3), torch.zeros(2, 3, dtype=torch.long))
+    b = (torch.ones(3, 4, 1), torch.ones(4, 1, dtype=torch.long))
+    images, masks = pad_collate([a, b], ignore_index=7)
+    assert images.shape == (2, 3, 4, 3) and masks.shape == (2, 4, 3)
+    assert (
+        (masks[0, 2:] == 7).all()
+        and (masks[1, :, 1:] == 7).all()
+        and images[1, :, :, 1:].sum() == 0
+    )

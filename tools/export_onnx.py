@@ -1,0 +1,98 @@
+"""Export a trained model to ONE ONNX file that does its own preprocessing, then check it.
+
+    python tools/export_onnx.py RUN_DIR_OR_WEIGHTS --output model.onnx [--opset 17]
+        [--dynamic] [--input-dtype uint8|float32] [--batch 1] [--fp16] [--int8 CALIB_DIR]
+        [--val DIR] [--skip-parity]
+
+After export, ONNX Runtime (CPU) and PyTorch run the same images (validation data, else
+generated) at several sizes and batch sizes (one size without --dynamic); the largest
+difference is printed and a failure exits with status 1. --fp16 writes a float16 model (for
+the CUDA provider); --int8 a static QDQ int8 model calibrated on CALIB_DIR, and --val DIR
+reports its accuracy and speed beside the fp32 model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from tasks import load_model
+from tasks.cli import run_tool
+from tasks.export.metadata import build_metadata
+from tasks.export.onnx_export import DEFAULT_OPSET, INPUT_DTYPES, ExportError, export_onnx
+from tasks.export.parity import TOLERANCE, check_parity, parity_batches, parity_sizes
+from tasks.export.spec import build_export
+from tasks.inference import OnnxModel
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="run folder or .safetensors weights")
+    p.add_argument("--output", required=True, help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width axes")
+    p.add_argument("--input-dtype", default="uint8", choices=sorted(INPUT_DTYPES))
+    p.add_argument("--batch", type=int, default=1, help="batch size of a static export")
+    p.add_argument("--fp16", action="store_true", help="write a float16 model (CUDA provider)")
+    p.add_argument("--int8", metavar="CALIB_DIR", help="write a static int8 (QDQ) model")
+    p.add_argument("--val", metavar="DIR", help="validation folder for the int8 accuracy report")
+    p.add_argument("--skip-parity", action="store_true", help="do not run the parity check")
+    return p.parse_args(argv)
+
+
+def run_parity(task, model, spec, path: Path, dynamic: bool, batch: int) -> None:  # noqa: ANN001
+    """Print one line per checked shape; raise ExportError when any differs too much."""
+    onnx_model = OnnxModel(path, provider="cpu")
+    batches = parity_batches(task, parity_sizes(spec, dynamic, batch))
+    rows = check_parity(task, model, spec, onnx_model, batches)
+    for r in rows:
+        verdict = "ok" if r.ok else "FAILED"
+        print(f"parity {list(r.shape)}: max diff {r.max_diff:.2e} ({r.detail}) {verdict}")
+    worst = max(r.max_diff for r in rows)
+    print(f"parity: largest difference {worst:.2e} over {len(rows)} shapes (tolerance {TOLERANCE})")
+    if not all(r.ok for r in rows):
+        raise ExportError(f"ONNX Runtime and PyTorch disagree on {path} (see the lines above)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        if args.fp16 and args.int8:
+            raise ValueError("choose one of --fp16 and --int8")
+        model, task = load_model(args.checkpoint)
+        spec = build_export(model, task)
+        shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]
+        meta = build_metadata(task, model, spec, input_dtype=args.input_dtype, input_shape=shape)
+        output = Path(args.output)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fp32.onnx" if (args.fp16 or args.int8) else output
+            export_onnx(spec, fp32, metadata=meta, opset=args.opset, dynamic=args.dynamic,
+                        input_dtype=args.input_dtype, batch=args.batch)  # fmt: skip
+            print(f"exported {task.name} model to {fp32} (opset {args.opset}, "
+                  f"{'dynamic' if args.dynamic else 'static'} shape {shape})")  # fmt: skip
+            if not args.skip_parity:
+                run_parity(task, model, spec, fp32, args.dynamic, args.batch)
+            if args.fp16 or args.int8:
+                from tasks.export import quantize
+
+                if args.fp16:
+                    quantize.to_fp16(fp32, output)
+                else:
+                    quantize.to_int8(fp32, output, args.int8, task.name)
+                    if args.val:
+                        quantize.report(task, fp32, output, args.val)
+        print(f"wrote {output}")
+        return 0
+
+    try:
+        return run_tool(body)
+    except (ExportError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
