@@ -9,6 +9,7 @@ ResNet trains and its ``*_plain`` twin (``residual=False``: ``y = F(x)``) does n
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
@@ -78,7 +79,10 @@ class _Residual(nn.Module):
         out = self.drop_path(out)
         if not self.residual:
             return out
-        return out + (x if self.downsample is None else self.downsample(x))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        if torch.is_grad_enabled():
+            return out + shortcut  # out of place: autograd and the residual lab's hooks read F(x)
+        return out.add_(shortcut)  # inference: in place, as torchvision, saves one allocation
 
 
 class BasicBlock(_Residual):
