@@ -19,7 +19,7 @@ class DetectModelConfig:
     backbone: str = "resnet18"  # any name in backbones.list_backbones(), or "timm:<name>"
     backbone_weights: Optional[str] = None  # noqa: UP045 - checkpoint loaded into model.backbone
     head: str = "faster_rcnn"  # "faster_rcnn" (two-stage) or "fcos" (one-stage)
-    norm: str = "groupnorm"  # backbone norm: "frozen_batchnorm" to fine-tune, else group/batchnorm
+    norm: str = "batchnorm"  # backbone norm: "frozen_batchnorm" to fine-tune, else batch/groupnorm
     head_norm: str = "groupnorm"  # FPN and conv box head norm: "none", "groupnorm", "batchnorm"
     frozen_stages: int = -1  # -1 none; k freezes the stem and stages 1..k (torchvision: 1)
     out_indices: List[int] = field(default_factory=lambda: [2, 3, 4])  # noqa: UP006 - c3..c5
