@@ -1,6 +1,6 @@
 """CIFAR-10 speed run: resvision's recipe vs the plain loop, same data, same split, same clock.
 
-    python bench/cifar_speedrun.py [--tar /work/shared/data/cifar10-train.tar.gz]
+    python bench/cifar_speedrun.py [--tar ../shared/data/cifar10-train.tar.gz]
                                    [--data /tmp/cifar10] [--minutes 10]
 
 1. Extracts the ImageFolder tarball (train/<class>/*.jpg, 50,000 images) to ``--data``.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import tarfile
 import time
@@ -33,6 +32,7 @@ from tasks.classify.data import load_image_folder, stratified_split
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from plain_loop import train_plain  # noqa: E402
+from train_tool import eval_curve, train_tool  # noqa: E402 - bench/ is the script's folder
 
 
 def extract(tar: Path, dest: Path) -> Path:
@@ -43,21 +43,6 @@ def extract(tar: Path, dest: Path) -> Path:
         with tarfile.open(tar) as archive:
             archive.extractall(dest, filter="data")
     return root
-
-
-def run_resvision(root: Path, minutes: float, out: Path) -> tuple[float, list[tuple[float, float]]]:
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train.py"), "--task", "classify",
-        "--config", str(ROOT / "configs" / "classify" / "cifar10.yaml"), "--out", str(out),
-        f"data.train={root}", "data.val_fraction=0.1", "data.split_seed=0",
-        f"train.max_minutes={minutes}",
-    ]  # fmt: skip
-    print("resvision:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    final = json.loads((out / "metrics.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    curve = [(r["elapsed_s"], r["top1"]) for r in rows if r.get("kind") == "eval"]
-    return float(final["top1"]), curve
 
 
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
@@ -83,7 +68,9 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tar", type=Path, default=Path("/work/shared/data/cifar10-train.tar.gz"))
+    ap.add_argument(
+        "--tar", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10-train.tar.gz"
+    )
     ap.add_argument("--data", type=Path, default=Path("/tmp/cifar10"))
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per arm")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -91,7 +78,12 @@ def main() -> int:
 
     root = extract(args.tar, args.data)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    acc_res, curve_res = run_resvision(root, args.minutes, args.out / f"cifar_speedrun-{stamp}")
+    run_dir = args.out / f"cifar_speedrun-{stamp}"
+    split = [f"data.train={root}", "data.val_fraction=0.1", "data.split_seed=0"]
+    final = train_tool(
+        "classify", "cifar10.yaml", run_dir, [*split, f"train.max_minutes={args.minutes}"]
+    )
+    acc_res, curve_res = float(final["top1"]), eval_curve(run_dir, "top1")
 
     full = load_image_folder(root, 32, cache_dir="~/.cache/resvision")  # decoded by the run
     train_idx, val_idx = stratified_split(full.labels, 0.1, 0)

@@ -1,6 +1,6 @@
 """Penn-Fudan, same time budget: our detection recipe vs a plain torchvision Faster R-CNN loop.
 
-    python bench/detect_pennfudan.py [--minutes 20] [--src /work/shared/data/pennfudan.tar.gz]
+    python bench/detect_pennfudan.py [--minutes 20] [--src ../shared/data/pennfudan.tar.gz]
 
 Both train from scratch on the same 80/20 split (``tools/convert.py pennfudan``, seed 0) for
 ``--minutes`` of wall-clock time each, one after the other, and are scored with the same
@@ -14,7 +14,6 @@ with SGD (lr 0.005, momentum 0.9, weight decay 5e-4), batch 2, horizontal flips,
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -26,22 +25,13 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from train_tool import train_tool  # noqa: E402 - bench/ is the script's folder
 
 from tasks.detect.augment import AugmentConfig, build_augment
 from tasks.detect.dataset import DetectionDataset, collate, load_detection_folder
 from tasks.detect.metrics import coco_evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def train_ours(data: Path, out: Path, minutes: float) -> float:
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train.py"), "--task", "detect",
-        "--config", str(ROOT / "configs" / "detect" / "pennfudan.yaml"), "--out", str(out),
-        f"data.train={data / 'train'}", f"data.val={data / 'val'}", f"train.max_minutes={minutes}",
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True)
-    return float(json.loads((out / "metrics.json").read_text())["AP"])
 
 
 def train_baseline(data: Path, minutes: float) -> float:
@@ -89,7 +79,9 @@ def train_baseline(data: Path, minutes: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per model")
-    parser.add_argument("--src", type=Path, default=Path("/work/shared/data/pennfudan.tar.gz"))
+    parser.add_argument(
+        "--src", type=Path, default=ROOT.parent / "shared" / "data" / "pennfudan.tar.gz"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detect_pennfudan")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +96,11 @@ def main() -> None:
             ],
             check=True,
         )
-        ours = train_ours(data, args.out, args.minutes)
+        split = [f"data.train={data / 'train'}", f"data.val={data / 'val'}"]
+        final = train_tool(
+            "detect", "pennfudan.yaml", args.out, [*split, f"train.max_minutes={args.minutes}"]
+        )
+        ours = float(final["AP"])
         base = train_baseline(data, args.minutes)
     ratio = ours / base if base > 0 else float("inf")
     print(f"Penn-Fudan COCO AP after {args.minutes:g} min each: ours {ours:.4f}, "

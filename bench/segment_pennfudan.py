@@ -16,7 +16,6 @@ Needs ``pip install -e '.[bench]'`` (segmentation-models-pytorch). Target: ratio
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from train_tool import train_tool  # noqa: E402 - bench/ is the script's folder
 
 from tasks.segment.augment import build_transform
 from tasks.segment.data import SegmentationDataset, open_source, pad_collate
@@ -32,7 +32,7 @@ from tasks.segment.infer import predict_logits
 from tasks.segment.metrics import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
-TARBALL = Path("/work/shared/data/pennfudan.tar.gz")
+TARBALL = ROOT.parent / "shared" / "data" / "pennfudan.tar.gz"  # ../shared/data from the repo
 IGNORE = 255
 
 
@@ -46,17 +46,6 @@ def convert(data: Path) -> None:
             str(data),
         ]
         subprocess.run(cmd, check=True)
-
-
-def run_resvision(data: Path, minutes: float, out: Path) -> float:
-    cmd = [
-        sys.executable, str(ROOT / "tools" / "train.py"), "--task", "segment",
-        "--config", str(ROOT / "configs" / "segment" / "pennfudan.yaml"), "--out", str(out),
-        f"data.train={data / 'train'}", f"data.val={data / 'val'}", f"train.max_minutes={minutes}",
-    ]  # fmt: skip
-    print("resvision:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return float(json.loads((out / "metrics.json").read_text())["mIoU"])
 
 
 def dataset(path: Path, train: bool) -> SegmentationDataset:
@@ -119,7 +108,11 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     convert(args.data)
-    ours = run_resvision(args.data, args.minutes, args.out)
+    split = [f"data.train={args.data / 'train'}", f"data.val={args.data / 'val'}"]
+    final = train_tool(
+        "segment", "pennfudan.yaml", args.out, [*split, f"train.max_minutes={args.minutes}"]
+    )
+    ours = float(final["mIoU"])
     plain = run_plain(args.data, args.minutes, device)
     print(f"budget {args.minutes} min per arm on {device}")
     print(f"resvision mIoU {ours:.4f}")
