@@ -19,7 +19,7 @@ from tasks.config import config_to_yaml, load_config
 from tasks.engine import Trainer
 from tasks.logging_utils import read_rows
 from tasks.residual.degradation import RunCurves, verdict
-from tasks.residual.diagnostics import ROW_KIND, ResidualDiagnostics
+from tasks.residual.diagnostics import ROW_KIND
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import residual_lab  # noqa: E402
@@ -50,9 +50,10 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_diagnostics_hook_logs_stage_statistics(tmp_path: Path) -> None:
     cfg = load_config(
         ClassifyConfig, None, [*TINY_DATA, "model.backbone=resnet20", "train.max_steps=4",
-                               "model.zero_init_residual=false", "train.log_every=2"],
+                               "model.zero_init_residual=false", "train.log_every=2",
+                               "train.diagnostics_every=2"],  # the user's switch for the hook
     )  # fmt: skip
-    Trainer(ClassifyTask(cfg), tmp_path, hooks=[ResidualDiagnostics(every=2)], quiet=True).train()
+    Trainer(ClassifyTask(cfg), tmp_path, quiet=True).train()
     rows = [r for r in read_rows(tmp_path) if r["kind"] == ROW_KIND]
     assert [r["step"] for r in rows] == [2, 4]
     for r in rows:
