@@ -16,6 +16,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 
 from tasks.distributed import DistInfo
 
+# Built-in synthetic sets draw their validation split from seed + this offset: a stream no
+# training seed reaches, and the same one in every task (detect and segment validate on the
+# same shapes images).
+SYNTHETIC_VAL_SEED_OFFSET = 1_000_003
+
 
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled, drop_last) that can start mid-epoch.

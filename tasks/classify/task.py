@@ -31,6 +31,7 @@ from tasks.classify.data import (
 )
 from tasks.classify.metrics import confusion_matrix, topk_correct
 from tasks.classify.model import Classifier
+from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.images import read_image_rgb
 from tasks.plots import plot_confusion
 
@@ -86,7 +87,8 @@ class ClassifyTask(Task):
         k = d.synthetic_classes
         names = [f"class{i}" for i in range(k)]
         tr = synthetic_images(k, d.synthetic_train_per_class, d.image_size, seed)
-        va = synthetic_images(k, d.synthetic_val_per_class, d.image_size, seed + 1_000_003)
+        val_seed = seed + SYNTHETIC_VAL_SEED_OFFSET
+        va = synthetic_images(k, d.synthetic_val_per_class, d.image_size, val_seed)
         self.class_names = names
         return InMemoryImages(*tr, names), InMemoryImages(*va, names)
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from backbones import create_backbone
 from heads.detection import DETECTION_HEADS, Detector
 from tasks.base import TASKS, Task
+from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.detect.augment import build_augment
 from tasks.detect.config import DetectConfig
 from tasks.detect.dataset import (
@@ -35,8 +36,6 @@ from tasks.detect.draw import draw_detections, plot_precision_recall, save_grid,
 from tasks.detect.metrics import coco_evaluate, format_table
 from tasks.images import read_image_rgb
 from tasks.shapes import SHAPE_CLASSES
-
-VAL_SEED_OFFSET = 1_000_003  # synthetic validation stream: a seed no training run uses
 
 
 @TASKS.register("detect")
@@ -62,7 +61,7 @@ class DetectTask(Task):
             self.category_ids = list(range(1, len(SHAPE_CLASSES) + 1))
             seed, size = self.cfg.train.seed, d.shapes_size
             train = ShapesDataset(d.shapes_train, seed=seed, size=size, augment=augment)
-            val = ShapesDataset(d.shapes_val, seed=seed + VAL_SEED_OFFSET, size=size)
+            val = ShapesDataset(d.shapes_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET, size=size)
             return train, val
         given = list(d.classes) or None
         separate = d.val is not None and Path(d.val).resolve() != Path(d.train).resolve()

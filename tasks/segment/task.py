@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from backbones import create_backbone
 from heads.segmentation import SEG_HEADS, FCNAuxHead, SegmentationLoss, SegmentationModel
 from tasks.base import TASKS, Task
+from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.images import read_image_rgb
 from tasks.plots import plot_confusion
 from tasks.segment import draw
@@ -70,7 +71,7 @@ class SegmentTask(Task):
             size = d.synthetic_size
             return (
                 ShapesSource(d.synthetic_train, seed=seed, size=size),
-                ShapesSource(d.synthetic_val, seed=seed + 1_000_003, size=size),
+                ShapesSource(d.synthetic_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET, size=size),
             )
         opts = dict(ignore_index=d.ignore_index, palette=[list(p) for p in d.palette] or None)
         train = open_source(d.train, "train", **opts)
