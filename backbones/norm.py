@@ -1,9 +1,10 @@
 """Normalisation layer choices for every backbone: one name -> ``Callable[[channels], Module]``.
 
 - ``"batchnorm"``: ``nn.BatchNorm2d``, the default; loads torchvision/timm checkpoints as is.
-- ``"frozen_batchnorm"``: ``torchvision.ops.FrozenBatchNorm2d``, fixed statistics and affine
-  (detection fine-tuning with 1-2 images per GPU, where batch statistics are noise).
-  It holds the same ``weight/bias/running_mean/running_var`` keys, so BN checkpoints load.
+- ``"frozen_batchnorm"``: ``FrozenBatchNorm2d``, fixed statistics and affine (detection
+  fine-tuning with 1-2 images per GPU, where batch statistics are noise). It is
+  torchvision's layer (same ``weight/bias/running_mean/running_var`` keys, so BN checkpoints
+  load) with a one-kernel forward.
 - ``"groupnorm"``: ``nn.GroupNorm`` with ``gcd(32, channels)`` groups (32 groups as in Wu & He
   2018, fewer for the 16-channel CIFAR stages); batch-size independent. It has no running
   statistics, so a BatchNorm checkpoint does not fit it.
@@ -15,10 +16,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision import ops
 
 NormLayer = Callable[[int], nn.Module]
+
+
+class FrozenBatchNorm2d(ops.FrozenBatchNorm2d):
+    """``torchvision.ops.FrozenBatchNorm2d`` computed by ``F.batch_norm`` in inference form.
+
+    torchvision's forward builds ``scale`` and ``shift`` and then makes two passes over
+    ``x [B, C, H, W]`` (multiply, add); the inference batch norm kernel makes one, which is
+    what lets our detector keep pace with torchvision's. Same result up to float rounding
+    (~1e-6), gradients still flow to ``x``, and ONNX export gives one ``BatchNormalization``
+    that ONNX Runtime folds into the preceding convolution.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
 
 
 def group_norm(channels: int) -> nn.GroupNorm:

@@ -27,7 +27,7 @@ from tasks import TASKS
 from tasks.config import load_config
 from tasks.export.metadata import build_metadata
 from tasks.export.onnx_export import export_onnx
-from tasks.export.parity import _compare_detections
+from tasks.export.parity import compare_detections
 from tasks.export.quantize import to_int8
 from tasks.export.spec import build_export
 from tasks.inference import OnnxModel, physical_cores
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
                     calib / f"{i}.png"
                 )
-            to_int8(path, tmp / "int8.onnx", calib, base)
+            to_int8(path, tmp / "int8.onnx", calib)
             path = tmp / "int8.onnx"
         ort_model = OnnxModel(path, provider="cpu")
         for batch in (1, 8) if base == "classify" else (1,):
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if base == "detect":
                 print(
-                    "  detections:", _compare_detections(model, x, ort_model.run_batch(arr)).detail
+                    "  detections:", compare_detections(model, x, ort_model.run_batch(arr)).detail
                 )
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from tasks.augment import seeded
 from tasks.detect.augment import AugmentConfig, build_augment
 from tasks.detect.dataset import DetectionDataset, load_detection_folder
 from tasks.detect.records import AnnotationError
@@ -197,3 +199,19 @@ def test_augment_keeps_boxes_on_objects():
     assert x2 - x1 == pytest.approx(5, abs=1) and img[int(y1) + 2, int(x1) + 2].mean() > 100
     empty = aug(image=image, bboxes=np.zeros((0, 4)), labels=np.zeros(0), iscrowd=np.zeros(0))
     assert len(empty["bboxes"]) == 0
+
+
+def test_augmentation_follows_torch_seed():
+    """The same torch seed gives the same crop (train.seed reaches albumentations), another
+    seed another crop (DataLoader workers, seeded apart, do not repeat each other)."""
+    aug = build_augment(AugmentConfig(hflip=0.5, scale_min=0.5, scale_max=1.5, crop=1.0))
+    image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    boxes = np.array([[20, 20, 40, 40]], dtype=np.float32)
+
+    def sample(seed: int) -> np.ndarray:
+        torch.manual_seed(seed)
+        return seeded(aug, image=image, bboxes=boxes, labels=np.array([1]),
+                      iscrowd=np.array([False]))["image"]  # fmt: skip
+
+    assert np.array_equal(sample(0), sample(0))
+    assert any(not np.array_equal(sample(0), sample(s)) for s in (1, 2, 3))

@@ -82,7 +82,22 @@ def test_checkpoint_without_task_metadata_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "'task'" in capsys.readouterr().err
 
 
-def test_fcos_is_refused_with_a_message(tmp_path, capsys):
-    ckpt = make_checkpoint(tmp_path, "detect", "model.head=fcos")
-    code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path / "m.onnx")])
-    assert code == 2 and "fcos" in capsys.readouterr().err
+@pytest.mark.parametrize("task_name", ["classify", "detect"])
+def test_fp16_model_loads_and_agrees_with_fp32(tmp_path, capsys, task_name):
+    """--fp16 is meant for the CUDA provider; on the CPU provider it must still load and give
+    the fp32 answers within half precision (classification probabilities within 1e-2)."""
+    ckpt = make_checkpoint(tmp_path, task_name)
+    export = load_tool("export_onnx").main
+    fp32, fp16 = tmp_path / "fp32.onnx", tmp_path / "fp16.onnx"
+    assert export([str(ckpt), "--output", str(fp32), "--dynamic", "--skip-parity"]) == 0
+    assert export([str(ckpt), "--output", str(fp16), "--dynamic", "--fp16"]) == 0
+    half = onnx.load(str(fp16))
+    assert read_metadata(half)["precision"] == "fp16"
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    a, b = (OnnxModel(p, provider="cpu")(image)[0] for p in (fp32, fp16))
+    assert a.keys() == b.keys()
+    if task_name == "classify":
+        np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-2)
+    else:
+        assert b["boxes"].dtype == np.float32 and b["boxes"].shape[1] == 4

@@ -126,7 +126,7 @@ def test_int8_model_runs_and_stays_close_to_fp32(exported, tmp_path):
     for i, im in enumerate(images[:20]):
         Image.fromarray(im.permute(1, 2, 0).numpy()).save(calib / f"{i}.png")
     out = tmp_path / "int8.onnx"
-    to_int8(path, out, calib, task.name)
+    to_int8(path, out, calib)
     fp32, int8 = OnnxModel(path, provider="cpu"), OnnxModel(out, provider="cpu")
     assert int8.metadata["precision"] == "int8"
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)

@@ -62,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.fp16 and args.int8:
             raise ValueError("choose one of --fp16 and --int8")
+        if args.val and not args.int8:
+            raise ValueError(f"--val {args.val!r} is the int8 report's data; add --int8 CALIB_DIR")
+        if args.int8:  # bad folders fail now, not after the export
+            from tasks.export.evaluate import check_folder
+            from tasks.export.quantize import calibration_files
+
+            calibration_files(args.int8)
+            if args.val:
+                check_folder(args.val)
         model, task = load_model(args.checkpoint)
         spec = build_export(model, task)
         shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.fp16:
                     quantize.to_fp16(fp32, output)
                 else:
-                    quantize.to_int8(fp32, output, args.int8, task.name)
+                    quantize.to_int8(fp32, output, args.int8)
                     if args.val:
                         quantize.report(task, fp32, output, args.val)
         print(f"wrote {output}")

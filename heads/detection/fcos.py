@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -22,6 +23,14 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from backbones.base import FeatureInfo
 from heads.base import HeadOutput
 from heads.detection.common import build_fpn
+
+
+def mask_background(cls_logits: Tensor) -> Tensor:
+    """``cls_logits [B, N, C]`` with column 0 set to -inf. Column 0 is background: it is
+    never a positive, so it must never come out as a detection (torchvision's FCOS, where
+    every column is a class, would return it as label 0)."""
+    background = torch.full_like(cls_logits[..., :1], float("-inf"))
+    return torch.cat([background, cls_logits[..., 1:]], dim=-1)
 
 
 class FCOSDetectionHead(nn.Module):
@@ -96,7 +105,8 @@ class FCOSDetectionHead(nn.Module):
             losses = FCOS.compute_loss(self, targets, outputs, anchors, per_level)
         preds: list[dict[str, Tensor]] = []
         if not self.training:
-            split = {k: list(v.split(per_level, dim=1)) for k, v in outputs.items()}
+            scored = {**outputs, "cls_logits": mask_background(outputs["cls_logits"])}
+            split = {k: list(v.split(per_level, dim=1)) for k, v in scored.items()}
             split_anchors = [list(a.split(per_level)) for a in anchors]
             preds = FCOS.postprocess_detections(self, split, split_anchors, images.image_sizes)
         return HeadOutput(preds=preds, losses=losses)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.augment import seeded
 from tasks.detect.data_coco import find_coco_json, load_coco
 from tasks.detect.data_voc import load_voc_folder, load_vocdevkit, voc_split
 from tasks.detect.records import AnnotationError, ImageRecord
@@ -67,7 +68,7 @@ def _to_item(
     augment: A.Compose | None,
 ) -> tuple[Tensor, Target]:
     if augment is not None:
-        out = augment(image=image, bboxes=boxes, labels=labels, iscrowd=iscrowd)
+        out = seeded(augment, image=image, bboxes=boxes, labels=labels, iscrowd=iscrowd)
         image, boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32)
         labels, iscrowd = np.asarray(out["labels"]), np.asarray(out["iscrowd"])
     target = dict(

@@ -16,6 +16,8 @@ final per-class NMS), so batch, height and width stay dynamic in the ONNX graph:
   class, box) feeds ``RoiAlign`` with batch indices directly.
 
 Outputs are padded to ``detections_per_img`` per image, with a per-image count.
+``DetectorExport`` holds what every detector export shares (the resize/normalise/pad above and
+the final per-class NMS into padded outputs); ``tasks.export.fcos`` builds FCOS on it.
 """
 
 from __future__ import annotations
@@ -119,33 +121,25 @@ def _scatter(values: Tensor, slots: Tensor, total: int, fill: float) -> Tensor:
     return out.index_put((slots,), values)
 
 
-class FasterRCNNExport(nn.Module):
-    """``images uint8 [B, 3, H, W] -> (boxes [B, D, 4], scores [B, D], labels int64 [B, D],
-    num_detections int64 [B])``; boxes x1y1x2y2 in input pixels, labels 1-based (0 = padding),
-    rows past ``num_detections`` are zero. Same detections as ``Detector`` in eval mode."""
+class DetectorExport(nn.Module):
+    """What every exported ``Detector`` shares: ``GeneralizedRCNNTransform``'s resize,
+    normalisation and padding as graph ops (``_resize``), and the final per-class NMS of
+    candidate detections into the padded output layout (``_detections``).
 
-    def __init__(self, detector: nn.Module) -> None:
+    Subclasses implement ``forward(images uint8 [B, 3, H, W]) -> (boxes [B, D, 4], scores
+    [B, D], labels int64 [B, D], num_detections int64 [B])``; boxes x1y1x2y2 in input pixels,
+    rows past ``num_detections`` are zero, ``D = detections_per_img``.
+    """
+
+    def __init__(self, detector: nn.Module, detections_per_img: int) -> None:
         super().__init__()
-        t, head = detector.transform, detector.head
-        self.backbone, self.fpn, self.rpn, self.roi = (
-            detector.backbone,
-            head.fpn,
-            head.rpn,
-            head.roi_heads,
-        )
+        t = detector.transform
+        self.backbone = detector.backbone
         self.min_size, self.max_size = float(t.min_size[-1]), float(t.max_size)
         self.divisible = t.size_divisible
         self.register_buffer("mean", torch.tensor(t.image_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(t.image_std).view(1, 3, 1, 1))
-        pool = self.roi.box_roi_pool
-        strides = {f.name: f.stride for f in detector.backbone.feature_info}
-        self.pool_names = list(pool.featmap_names)
-        self.pool_scales = [1.0 / strides[n] for n in self.pool_names]
-        self.mapper = initLevelMapper(
-            int(math.log2(strides[self.pool_names[0]])),
-            int(math.log2(strides[self.pool_names[-1]])),
-        )
-        self.detections = self.roi.detections_per_img
+        self.detections = detections_per_img
 
     def _resize(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Normalised, resized, padded batch and the resized (unpadded) height and width."""
@@ -158,6 +152,54 @@ class FasterRCNNExport(nn.Module):
         d = self.divisible
         x = nn.functional.pad(x, (0, (d - new_w % d) % d, 0, (d - new_h % d) % d))
         return x, new_h, new_w
+
+    def _detections(
+        self,
+        images: Tensor,
+        resized: tuple[Tensor, Tensor],
+        candidates: tuple[Tensor, Tensor, Tensor],
+        nms_thresh: float,
+        score_thresh: float,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-class NMS of ``candidates`` = (boxes ``[B, N, 4]`` in resized pixels, scores
+        ``[B, N]``, labels int64 ``[B, N]``); scores <= ``score_thresh`` never survive. Keeps
+        the best ``detections_per_img`` per image and returns the padded outputs, boxes scaled
+        from the ``resized`` (height, width) back to the pixels of ``images [B, 3, H, W]``."""
+        boxes, scores, labels = candidates
+        b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        new_h, new_w = resized
+        sel = _batched_nms(boxes, scores, labels, self.detections, nms_thresh, score_thresh)
+        flat = sel[:, 0] * boxes.shape[1] + sel[:, 2]
+        ratio = torch.stack([w / new_w, h / new_h] * 2).to(boxes)  # resized -> input pixels
+        det_boxes = boxes.reshape(-1, 4)[flat] * ratio
+        det_scores, det_labels = scores.reshape(-1)[flat], labels.reshape(-1)[flat]
+        slots, num = _pad_per_image(sel[:, 0], b, self.detections)
+        total = b * self.detections
+        return (
+            _scatter(det_boxes, slots, total, 0.0).view(b, -1, 4),
+            _scatter(det_scores, slots, total, 0.0).view(b, -1),
+            _scatter(det_labels, slots, total, 0).view(b, -1),
+            num,
+        )
+
+
+class FasterRCNNExport(DetectorExport):
+    """``images uint8 [B, 3, H, W] -> (boxes [B, D, 4], scores [B, D], labels int64 [B, D],
+    num_detections int64 [B])``; boxes x1y1x2y2 in input pixels, labels 1-based (0 = padding),
+    rows past ``num_detections`` are zero. Same detections as ``Detector`` in eval mode."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        head = detector.head
+        super().__init__(detector, head.roi_heads.detections_per_img)
+        self.fpn, self.rpn, self.roi = head.fpn, head.rpn, head.roi_heads
+        pool = self.roi.box_roi_pool
+        strides = {f.name: f.stride for f in detector.backbone.feature_info}
+        self.pool_names = list(pool.featmap_names)
+        self.pool_scales = [1.0 / strides[n] for n in self.pool_names]
+        self.mapper = initLevelMapper(
+            int(math.log2(strides[self.pool_names[0]])),
+            int(math.log2(strides[self.pool_names[-1]])),
+        )
 
     def _proposals(
         self, x: Tensor, levels: list[Tensor], size: tuple[Tensor, Tensor]
@@ -193,20 +235,29 @@ class FasterRCNNExport(nn.Module):
         return sel[:, 0], flat
 
     def _pool(self, pyramid: dict[str, Tensor], batch_idx: Tensor, boxes: Tensor) -> Tensor:
-        """MultiScaleRoIAlign over flat rois: each box pooled from the level its size maps to."""
+        """MultiScaleRoIAlign over flat rois ``boxes [K, 4]``: each box pooled from the level
+        its size maps to -> ``[K, C, 7, 7]`` in the order of ``boxes``.
+
+        The levels' results are concatenated and put back in order with ONE gather (eager
+        torchvision writes each level into a zero tensor; in ONNX that is one full copy of
+        the ~50 MB result per level)."""
         pool = self.roi.box_roi_pool
         rois = torch.cat([batch_idx[:, None].to(boxes), boxes], 1)
         target = self.mapper([boxes])
         feats = [pyramid[n] for n in self.pool_names]
-        out = boxes.new_zeros((boxes.shape[0], feats[0].shape[1], *pool.output_size))
-        for level, (feat, scale) in enumerate(zip(feats, self.pool_scales, strict=False)):
+        order, pooled = [], []
+        for level, (feat, scale) in enumerate(zip(feats, self.pool_scales, strict=True)):
             idx = torch.nonzero(target == level).flatten()
-            pooled = roi_align(feat, rois[idx], pool.output_size, scale, pool.sampling_ratio)
-            out = out.index_put((idx,), pooled)
-        return out
+            order.append(idx)
+            pooled.append(roi_align(feat, rois[idx], pool.output_size, scale, pool.sampling_ratio))
+        order_cat = torch.cat(order)
+        position = torch.empty_like(order_cat).index_put(
+            (order_cat,), torch.arange(order_cat.shape[0], device=order_cat.device)
+        )  # position[k]: where box k's result sits in the concatenation
+        return torch.cat(pooled)[position]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        b = images.shape[0]
         x, new_h, new_w = self._resize(images)
         pyramid = self.fpn(dict(self.backbone(x)))
         batch_idx, proposals = self._proposals(x, list(pyramid.values()), (new_h, new_w))
@@ -225,16 +276,6 @@ class FasterRCNNExport(nn.Module):
         boxes = _scatter(boxes, slots, total, 0.0).view(b, -1, 4)
         scores = _scatter(scores, slots, total, -1.0).view(b, -1)
         labels = torch.arange(1, k + 1, device=x.device).repeat(slots_per_image)[None].expand(b, -1)
-        sel = _batched_nms(boxes, scores, labels, self.detections, roi.nms_thresh, roi.score_thresh)
-        flat = sel[:, 0] * boxes.shape[1] + sel[:, 2]
-        ratio = torch.stack([w / new_w, h / new_h] * 2).to(boxes)  # resized -> input pixels
-        det_boxes = boxes.reshape(-1, 4)[flat] * ratio
-        det_scores, det_labels = scores.reshape(-1)[flat], labels.reshape(-1)[flat]
-        slots, num = _pad_per_image(sel[:, 0], b, self.detections)
-        total = b * self.detections
-        return (
-            _scatter(det_boxes, slots, total, 0.0).view(b, -1, 4),
-            _scatter(det_scores, slots, total, 0.0).view(b, -1),
-            _scatter(det_labels, slots, total, 0).view(b, -1),
-            num,
+        return self._detections(
+            images, (new_h, new_w), (boxes, scores, labels), roi.nms_thresh, roi.score_thresh
         )

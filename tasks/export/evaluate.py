@@ -44,6 +44,11 @@ def _segment(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
     from tasks.segment.metrics import ConfusionMatrix
 
     ds = _val_task(task, folder).build_val_dataset()
+    if ds.num_classes > len(task.class_names):
+        raise ValueError(
+            f"--val {str(folder)!r} has mask labels up to {ds.num_classes - 1}; the model knows "
+            f"{len(task.class_names)} classes (0..{len(task.class_names) - 1})"
+        )
     cm = ConfusionMatrix(len(task.class_names), task.cfg.data.ignore_index)
     for i in range(min(limit, len(ds))):
         image, mask = ds.raw(i)
@@ -79,11 +84,16 @@ def evaluate_onnx(
     path: Path, task: Task, folder: str | Path, limit: int = 500
 ) -> tuple[str, float]:
     """``(metric name, value)`` of the ONNX model at ``path`` on up to ``limit`` images."""
+    name, fn = METRICS[task.name]
+    return name, fn(OnnxModel(path, provider="cpu"), task, check_folder(folder), limit)
+
+
+def check_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path; FileNotFoundError naming ``--val`` when it is not a folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"--val {str(folder)!r} is not a folder")
-    name, fn = METRICS[task.name]
-    return name, fn(OnnxModel(path, provider="cpu"), task, folder, limit)
+    return folder
 
 
 def latency_ms(path: Path, shape: tuple[int, ...], dtype: type, runs: int = 20) -> float:

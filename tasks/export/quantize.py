@@ -1,8 +1,13 @@
 """float16 and static int8 (QDQ) versions of an exported fp32 model.
 
 int8: ``quant_pre_process`` (shape inference + graph optimisation) then ``quantize_static``
-with QDQ nodes and per-channel weights, calibrated on images of a folder (MinMax). Only
-Conv/MatMul-like operators are quantized; detection post-processing stays in float.
+with QDQ nodes, uint8 activations and per-channel int8 weights (U8S8: ONNX Runtime's fast
+path on x86 without VNNI; S8S8 ran 1.4x slower on an AVX2 CPU), calibrated on images of a
+folder (MinMax). The backbone, neck and head layers run in int8; what turns their outputs
+into answers stays float (``float_nodes``): box decoding, score ranking (``TopK``),
+``NonMaxSuppression``, the RoI boxes of ``RoiAlign``, every ``Resize`` and the output
+formatting. An int8 box coordinate
+would be off by up to scale/2 pixels, and an int8 score ranking would tie many scores.
 fp16: ``onnxruntime.transformers.float16`` with float inputs/outputs kept, meant for the CUDA
 provider (the CPU provider runs many fp16 kernels by casting, slowly).
 """
@@ -16,30 +21,57 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
 
 from tasks.base import Task
 from tasks.export.evaluate import evaluate_onnx, latency_ms
 from tasks.export.metadata import read_metadata, write_metadata
-from tasks.inference import IMAGE_EXTENSIONS, OnnxModel
+from tasks.inference import IMAGE_EXTENSIONS, OnnxModel, read_image
 
 CALIBRATION_IMAGES = 64  # images read from the calibration folder at most
 FP16_KEEP_FLOAT = ["NonMaxSuppression", "RoiAlign", "Resize", "TopK"]  # index/size-sensitive ops
+# int8: op -> indices of its inputs that stay float (None: all). RoiAlign's features (input 0)
+# may arrive int8 and are dequantized before it; its boxes and batch indices may not.
+# InstanceNormalization (GroupNorm as exported) runs in float: the quantizer would quantize
+# its 1-D scale per channel along axis 1, which that tensor lacks, and break its output.
+INT8_FLOAT_INPUTS: dict[str, tuple[int, ...] | None] = {
+    "NonMaxSuppression": None, "TopK": None, "Resize": None, "RoiAlign": (1, 2),
+    "InstanceNormalization": (1, 2),
+}  # fmt: skip
+INT8_COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # float regions end here
+SHAPE_READERS = ("Shape", "Size")  # read only the shape of their input, never its values
+
+
+def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> list[Path]:
+    """Up to ``limit`` image files under ``folder`` (sorted); one clear error otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"--int8 {str(folder)!r} is not a folder; expected calibration images"
+        )
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(
+            f"--int8 {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected "
+            "a few dozen images like those the model will see"
+        )
+    return files[:limit]
 
 
 class FolderReader(CalibrationDataReader):
-    """Feeds ``images [B, 3, H, W]`` (B = the graph's static batch, else 1) of up to ``limit``
-    files found under ``folder``, prepared as ``OnnxModel`` prepares them (so calibration
-    sees deployment pixels)."""
+    """Feeds ``images [B, 3, H, W]`` (B = the graph's static batch, else 1) of the files of
+    ``calibration_files(folder)``, prepared as ``OnnxModel`` prepares them (so calibration
+    sees deployment pixels) and resized (bilinear) where the graph has a fixed H, W."""
 
-    def __init__(
-        self, model: OnnxModel, folder: str | Path, limit: int = CALIBRATION_IMAGES
-    ) -> None:
-        folder = Path(folder)
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise FileNotFoundError(f"--int8 {str(folder)!r} holds no images (.jpg, .png, ...)")
-        images = [model.prepare(p).astype(model.dtype) for p in files[:limit]]
-        batch = model.input["shape"][0] or 1  # a static graph takes only its own batch size
+    def __init__(self, model: OnnxModel, folder: str | Path) -> None:
+        batch, _, height, width = model.input["shape"]
+        images = []
+        for path in calibration_files(folder):
+            image = read_image(path)
+            if height is not None and image.shape[:2] != (height, width):
+                image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+            images.append(model.prepare(image).astype(model.dtype))
+        batch = batch or 1  # a static graph takes only its own batch size
         if len(images) < batch:
             raise ValueError(
                 f"--int8 {str(folder)!r}: {len(images)} images, the graph's batch is {batch}"
@@ -60,18 +92,104 @@ def _copy_metadata(src: onnx.ModelProto, dst_path: Path, precision: str) -> None
     onnx.save(model, str(dst_path))
 
 
-def to_int8(src: Path, dst: Path, calib_dir: str | Path, task_name: str) -> None:
+def float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes ``quantize_static`` must leave in float: the ``INT8_FLOAT_INPUTS``
+    operators, every node between a graph output (or one of their float inputs) and the
+    nearest Conv/Gemm/MatMul above it, and those Conv/Gemm/MatMul whose outputs only float
+    nodes read (the last layers of the heads: small, and int8 outputs would be rounded)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    pending = [out.name for out in model.graph.output]
+    keep: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in INT8_FLOAT_INPUTS:
+            keep.add(node.name)
+            wanted = INT8_FLOAT_INPUTS[node.op_type] or range(len(node.input))
+            pending += [node.input[i] for i in wanted if i < len(node.input)]
+    boundary: list[onnx.NodeProto] = []
+    while pending:
+        node = producer.get(pending.pop())
+        if node is None or node.name in keep:
+            continue
+        if node.op_type in INT8_COMPUTE_OPS:
+            boundary.append(node)
+            continue
+        keep.add(node.name)
+        if node.op_type not in SHAPE_READERS:
+            pending += list(node.input)
+    readers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.name)
+    keep |= {n.name for n in boundary if all(readers.get(o, set()) <= keep for o in n.output)}
+    return sorted(keep)
+
+
+def _unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every unnamed or repeated node name a unique one, in place: the quantizer
+    excludes nodes by name, and ONNX Runtime refuses a graph with two nodes of one name
+    (``convert_float_to_float16`` writes one ``..._cast_to_fp32_node`` per kept output)."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op_type}_{i}"
+        seen.add(node.name)
+    return model
+
+
+def to_int8(src: Path, dst: Path, calib_dir: str | Path) -> None:
     """Static QDQ int8 model of ``src`` at ``dst``, calibrated on ``calib_dir``."""
     reader = FolderReader(OnnxModel(src, provider="cpu"), calib_dir)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=task_name == "detect")
+        # symbolic shape inference (meant for transformers) fails on detection graphs and on
+        # some static CNN graphs, and ONNX's own shape inference is all QDQ placement needs
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        named = _unique_node_names(onnx.load(str(pre)))
+        onnx.save(named, str(pre))
+        keep = float_nodes(named)
         quantize_static(
             str(pre), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
         )  # fmt: skip
     _copy_metadata(onnx.load(str(src)), dst, "int8")
     print(f"int8: calibrated on {calib_dir}; wrote {dst}")
+
+
+def _drop_repeated_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove nodes that define an already defined value with the same operator, inputs and
+    attributes, in place: ``convert_float_to_float16`` writes one identical
+    ``..._cast_to_fp32`` Cast per reader of a kept-float constant, which ONNX Runtime refuses
+    as a duplicate definition. The first definition precedes every reader of the repeats."""
+    defined: dict[str, bytes] = {}
+    kept = []
+    for node in model.graph.node:
+        key = onnx.NodeProto(op_type=node.op_type, input=node.input, attribute=node.attribute)
+        signature = key.SerializeToString()
+        if node.output and all(defined.get(o) == signature for o in node.output):
+            continue
+        defined.update({o: signature for o in node.output})
+        kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
+def _omit_empty_resize_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace ``Resize``'s empty ``roi``/``scales`` constants (how PyTorch exports "not
+    given") by omitted inputs, in place. Once the fp16 converter routes them through Casts,
+    shape inference can no longer see they are empty and rejects the node."""
+    empty = {init.name for init in model.graph.initializer if 0 in init.dims}
+    empty |= {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.attribute[0].name == "value" and 0 in n.attribute[0].t.dims
+    }
+    for node in model.graph.node:
+        if node.op_type == "Resize":
+            for i in (1, 2):
+                if i < len(node.input) and node.input[i] in empty:
+                    node.input[i] = ""
+    return model
 
 
 def to_fp16(src: Path, dst: Path) -> None:
@@ -79,8 +197,10 @@ def to_fp16(src: Path, dst: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT)
-    onnx.save(half, str(dst))
+    half = convert_float_to_float16(
+        _omit_empty_resize_inputs(model), keep_io_types=True, op_block_list=FP16_KEEP_FLOAT
+    )
+    onnx.save(_unique_node_names(_drop_repeated_nodes(half)), str(dst))
     _copy_metadata(model, dst, "fp16")
     OnnxModel(dst, provider="auto")  # loads (CPU here: parity is meant for the CUDA provider)
     print(f"fp16: wrote {dst} (run it with --provider cuda; CPU parity not checked)")

@@ -14,9 +14,11 @@ from torch import nn
 
 from tasks.base import Task
 from tasks.export.detection import FasterRCNNExport
+from tasks.export.fcos import FCOSExport
 from tasks.export.wrappers import ClassifyExport, SegmentExport
 
 EXPORTABLE = ("classify", "segment", "detect")
+DETECTION_EXPORTS = {"faster_rcnn": FasterRCNNExport, "fcos": FCOSExport}  # by model.head
 
 
 @dataclass
@@ -67,14 +69,14 @@ def build_export(model: nn.Module, task: Task) -> ExportSpec:
              "units": "0..1", "max_size": cfg.data.max_size},
         )  # fmt: skip
     if task.name == "detect":
-        if cfg.model.head != "faster_rcnn":
-            raise NotImplementedError(
-                f"ONNX export of detection head model.head={cfg.model.head!r} is not "
-                "implemented; expected 'faster_rcnn'"
-            )
         m = cfg.model
+        if m.head not in DETECTION_EXPORTS:
+            raise NotImplementedError(
+                f"ONNX export of detection head model.head={m.head!r} is not implemented; "
+                f"expected one of {', '.join(DETECTION_EXPORTS)}"
+            )
         return ExportSpec(
-            FasterRCNNExport(model).eval(),
+            DETECTION_EXPORTS[m.head](model).eval(),
             ("boxes", "scores", "labels", "num_detections"),
             {"boxes": {0: "batch"}, "scores": {0: "batch"}, "labels": {0: "batch"},
              "num_detections": {0: "batch"}},

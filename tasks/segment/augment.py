@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tasks.augment import seeded
+
 MEAN = (0.485, 0.456, 0.406)  # ImageNet channel means (RGB, 0..1): backbones are trained so
 STD = (0.229, 0.224, 0.225)
 
@@ -89,6 +91,6 @@ class PairTransform:
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
         mask = mask.astype(self.dtype)
         if self.pipeline is not None:
-            out = self.pipeline(image=image, mask=mask)
+            out = seeded(self.pipeline, image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return normalize(image), torch.from_numpy(mask.astype(np.int64))
