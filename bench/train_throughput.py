@@ -9,6 +9,7 @@ machine load; the first ``--warmup`` steps of every round are not timed.
 
     python bench/train_throughput.py --quick          # ~1 minute on a free CPU core
     python bench/train_throughput.py --steps 50 --rounds 3
+    python bench/train_throughput.py --steps 30 --rounds 3 --compile   # engine: train.compile=true
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def engine_round(args: argparse.Namespace, device: str) -> float:
         f"train.max_steps={args.steps}", "train.epochs=1000", "train.log_every=50",
         f"train.channels_last={str(device != 'cpu' or args.channels_last).lower()}",
         f"train.amp={'bf16' if device == 'cuda' else 'none'}", "train.checkpoint_minutes=0",
+        f"train.compile={str(args.compile).lower()}",
     ]  # fmt: skip
     timer = Timer(args.warmup, args.steps)
     task = BenchTask(load_config(BenchConfig, overrides=overrides))
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="images per step")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
     parser.add_argument("--channels-last", action="store_true", help="channels_last on CPU too")
+    parser.add_argument("--compile", action="store_true", help="engine with train.compile=true")
     parser.add_argument("--quick", action="store_true", help="--steps 8 --warmup 2 --rounds 1")
     args = parser.parse_args()
     if args.quick:

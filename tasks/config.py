@@ -52,6 +52,7 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of weights per step (e.g. 0.999); 0 = off
     amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only; ignored on CPU)
     channels_last: bool = False  # NHWC memory format for model weights
+    compile: bool = False  # torch.compile the training forward; the first steps pay for compiling
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under DDP
     eval_every: int = 1  # epochs between validations (always one at the end)
     log_every: int = 20  # steps between metrics.jsonl rows (and DDP time syncs)

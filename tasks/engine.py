@@ -123,6 +123,8 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if on_cuda else None
             self.train_model = DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:  # evaluation and checkpoints keep using the plain ``self.model``
+            self.train_model = torch.compile(self.train_model)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp is torch.float16)
         self.hooks = list(hooks)
         if cfg.diagnostics_every:
