@@ -46,10 +46,7 @@ def extract(tar: Path, dest: Path) -> Path:
 
 
 def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tasks.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in curves.items():
@@ -60,10 +57,7 @@ def plot(curves: dict[str, list[tuple[float, float]]], path: Path, title: str) -
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> int:

@@ -1,5 +1,8 @@
 """PNG plots for run folders: curves of a finished run (loss, learning rate, validation
-metrics) from metrics.jsonl, and confusion matrices (classification, segmentation)."""
+metrics) from metrics.jsonl, and confusion matrices (classification, segmentation).
+
+This module selects matplotlib's headless backend; every figure of the project is written
+by ``save_figure``."""
 
 from __future__ import annotations
 
@@ -15,6 +18,17 @@ from torch import Tensor  # noqa: E402
 from tasks.logging_utils import read_rows, scalars  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path, dpi: float | None = None) -> Path:
+    """Lay out ``fig``, write it to ``path`` (parent folders made; ``dpi`` None = the
+    figure's own) and free it; returns ``path``."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _plot(path: Path, series: dict[str, tuple[list[int], list[float]]], title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, (steps, values) in series.items():
@@ -24,9 +38,7 @@ def _plot(path: Path, series: dict[str, tuple[list[int], list[float]]], title: s
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _series(rows: list[dict], kind: str, skip: tuple[str, ...] = ()) -> dict:
@@ -81,7 +93,4 @@ def plot_confusion(cm: Tensor, class_names: Sequence[str], path: Path, title: st
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix (row-normalised, counts in cells)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -62,10 +62,7 @@ def save_grid(images: Sequence[Tensor], path: Path, *, size: int = 256) -> Path:
 def plot_precision_recall(precision: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
     """Per-class precision-recall curves at IoU 0.5 from COCOeval's precision array
     [T, R=101, K, A, M] (area "all", 100 detections)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from tasks.plots import plt, save_figure  # matplotlib loads only when a plot is drawn
 
     recall = np.linspace(0, 1, precision.shape[1])
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -76,8 +73,4 @@ def plot_precision_recall(precision: np.ndarray, class_names: Sequence[str], pat
     ax.set(xlabel="recall", ylabel="precision", title="precision-recall at IoU 0.5", ylim=(0, 1.02))
     if ax.lines:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -73,11 +73,9 @@ def write_overlays(
 ) -> list[dict[str, Any]]:
     """One ``<stem>_gradcam.png`` per image (image | heat-map overlay, with the predicted
     class and its probability); returns ``[{"image", "overlay", "class", "prob"}]``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    from tasks.plots import plt, save_figure  # matplotlib loads only when pictures are drawn
 
     size = task.cfg.data.image_size
     out_dir = Path(out_dir)
@@ -98,10 +96,7 @@ def write_overlays(
             ax.set_title(caption, fontsize=8)
             ax.axis("off")
         fig.suptitle(f"predicted {name} ({float(probs[k]):.2f})", fontsize=9)
-        fig.tight_layout()
-        target = out_dir / f"{Path(path).stem}_gradcam.png"
-        fig.savefig(target)
-        plt.close(fig)
+        target = save_figure(fig, out_dir / f"{Path(path).stem}_gradcam.png")
         results.append(
             {"image": str(path), "overlay": str(target), "class": name, "prob": float(probs[k])}
         )

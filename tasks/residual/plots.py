@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after selecting the headless backend
-
-from tasks.residual.degradation import RunCurves  # noqa: E402
-from tasks.residual.gradients import BlockStats  # noqa: E402
+from tasks.plots import plt, save_figure
+from tasks.residual.degradation import RunCurves
+from tasks.residual.gradients import BlockStats
 
 _DEPTH_COLOURS = {20: "tab:orange", 56: "tab:red"}
 
@@ -46,10 +42,7 @@ def plot_degradation(runs: Sequence[RunCurves], path: Path, title: str) -> Path:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gradients(curves: dict[str, list[BlockStats]], path: Path, title: str) -> Path:
@@ -85,7 +78,4 @@ def plot_gradients(curves: dict[str, list[BlockStats]], path: Path, title: str) 
         ax.legend(fontsize=7)
     axes[0].set_ylabel("RMS gradient (log scale)")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
