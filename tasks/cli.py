@@ -12,9 +12,15 @@ from collections.abc import Callable
 from backbones.registry import RegistryError
 from tasks import distributed
 from tasks.config import ConfigError
+from tasks.detect.records import AnnotationError
 from tasks.engine import TrainingError
+from tasks.images import ImageDecodeError
 
-USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, NotImplementedError)
+# a bad annotation or an image that does not decode is the user's data, not our bug
+USER_ERRORS = (
+    ConfigError, RegistryError, FileNotFoundError, NotImplementedError, AnnotationError,
+    ImageDecodeError,
+)  # fmt: skip
 
 
 def run_tool(body: Callable[[], int]) -> int:

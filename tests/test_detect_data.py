@@ -215,3 +215,17 @@ def test_augmentation_follows_torch_seed():
 
     assert np.array_equal(sample(0), sample(0))
     assert any(not np.array_equal(sample(0), sample(s)) for s in (1, 2, 3))
+
+
+def test_train_tool_reports_a_bad_annotation_as_one_error_line(tmp_path, capsys):
+    """tools/train.py on a box outside its image: exit 2 and one ``error:`` line naming the
+    file, not a traceback."""
+    from test_export_roundtrip import load_tool
+
+    _image(tmp_path / "images" / "x1.jpg")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 50, 10], 0)], "x1.jpg")
+    data = [f"data.train={tmp_path}", f"data.val={tmp_path}"]
+    code = load_tool("train").main(["--task", "detect", "--out", str(tmp_path / "run"), *data])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "x1.xml: object 0 (a)" in err
+    assert not (tmp_path / "run" / "last.pt").exists()
