@@ -12,15 +12,11 @@ from collections.abc import Callable
 from backbones.registry import RegistryError
 from tasks import distributed
 from tasks.config import ConfigError
-from tasks.detect.records import AnnotationError
 from tasks.engine import TrainingError
-from tasks.images import ImageDecodeError
+from tasks.images import DataError
 
-# a bad annotation or an image that does not decode is the user's data, not our bug
-USER_ERRORS = (
-    ConfigError, RegistryError, FileNotFoundError, NotImplementedError, AnnotationError,
-    ImageDecodeError,
-)  # fmt: skip
+# DataError: a bad annotation, mask or image is the user's data, not our bug
+USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, NotImplementedError, DataError)
 
 
 def run_tool(body: Callable[[], int]) -> int:

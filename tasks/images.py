@@ -18,7 +18,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class ImageDecodeError(ValueError):
+class DataError(ValueError):
+    """The user's data is wrong (an annotation, a mask, an image): the message names the file,
+    what is in it and what was expected. Tools print it as one ``error:`` line."""
+
+
+class ImageDecodeError(DataError):
     """A file that exists but is not a readable image; the message names the file."""
 
 

@@ -200,3 +200,21 @@ def test_pad_collate_fills_void():
         and (masks[1, :, 1:] == 7).all()
         and images[1, :, :, 1:].sum() == 0
     )
+
+
+def test_train_tool_reports_a_mask_size_mismatch_as_one_error_line(tmp_path, capsys):
+    """tools/train.py on a mask smaller than its image: exit 2 and one ``error:`` line naming
+    both files and both sizes, not a traceback."""
+    from test_export_roundtrip import load_tool
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((40, 60), np.uint8)).save(tmp_path / "masks" / "a.png")
+    args = ["--task", "segment", "--out", str(tmp_path / "run"), f"data.train={tmp_path}",
+            f"data.val={tmp_path}", "data.num_classes=2", "train.batch_size=1",
+            "data.crop_size=32"]  # fmt: skip
+    code = load_tool("train").main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "60x40 (WxH) differs" in err
+    assert "60x50" in err and not (tmp_path / "run" / "last.pt").exists()

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.images import DataError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(DataError):
     """A bad annotation; the message names the file, the object and what was expected."""
 
 

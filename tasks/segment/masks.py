@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.images import DataError
+
 PALETTE_HINT = (
     "convert it to a single-channel index PNG (pixel value = class index; palette PNGs also "
     "work) or set data.palette=[[r,g,b], ...] (entry i = colour of class i; [r,g,b,label] "
@@ -28,7 +30,7 @@ def palette_lookup(palette: Sequence[Sequence[int]]) -> dict[tuple[int, int, int
     table = {}
     for i, entry in enumerate(palette):
         if len(entry) not in (3, 4):
-            raise ValueError(
+            raise DataError(
                 f"data.palette entry {i} is {list(entry)}; expected [r, g, b] or [r, g, b, label]"
             )
         table[(int(entry[0]), int(entry[1]), int(entry[2]))] = int(
@@ -46,7 +48,7 @@ def _rgb_to_labels(rgb: np.ndarray, palette: Sequence[Sequence[int]], path: Path
     for j, code in enumerate(uniq.tolist()):
         colour = (code >> 16, (code >> 8) & 255, code & 255)
         if colour not in table:
-            raise ValueError(
+            raise DataError(
                 f"mask {str(path)!r} has colour {list(colour)} that data.palette does not list "
                 f"(palette colours: {[list(c) for c in table][:8]}...); add it to data.palette"
             )
@@ -64,7 +66,7 @@ def read_mask(path: Path, palette: Sequence[Sequence[int]] | None = None) -> np.
             mode = img.mode
             arr = np.asarray(img)
     except OSError as err:
-        raise ValueError(f"cannot read mask {str(path)!r}: {err}") from None
+        raise DataError(f"cannot read mask {str(path)!r}: {err}") from None
     if mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
         return arr.astype(np.int64)
     if mode == "LA" or mode == "PA":
@@ -75,10 +77,10 @@ def read_mask(path: Path, palette: Sequence[Sequence[int]] | None = None) -> np.
             return _rgb_to_labels(rgb, palette, path)
         if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
             return rgb[..., 0].astype(np.int64)
-        raise ValueError(
+        raise DataError(
             f"mask {str(path)!r} is an {mode} colour image with no palette; {PALETTE_HINT}"
         )
-    raise ValueError(f"mask {str(path)!r} has unsupported image mode {mode!r}; {PALETTE_HINT}")
+    raise DataError(f"mask {str(path)!r} has unsupported image mode {mode!r}; {PALETTE_HINT}")
 
 
 def check_mask(
@@ -89,17 +91,17 @@ def check_mask(
     ignore_index: int,
     where: str,
 ) -> None:
-    """Raises a ValueError naming ``where`` (the files) when the mask does not fit its image
+    """Raises a DataError naming ``where`` (the files) when the mask does not fit its image
     or holds a label outside ``0..num_classes-1`` that is not ``ignore_index``."""
     if mask.shape[:2] != image.shape[:2]:
-        raise ValueError(
+        raise DataError(
             f"{where}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
             f"{image.shape[1]}x{image.shape[0]}; masks must match their image pixel for pixel"
         )
     bad = ((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)
     if bad.any():
         values = np.unique(mask[bad])[:5].tolist()
-        raise ValueError(
+        raise DataError(
             f"{where}: label value(s) {values} are >= data.num_classes={num_classes} and are not "
             f"data.ignore_index={ignore_index}; raise data.num_classes, fix the mask, or set "
             "data.ignore_index to the void value"
