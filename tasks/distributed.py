@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tasks.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -40,7 +42,7 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise ConfigError(
                 f"train.device={name!r} but CUDA is not available; use train.device=cpu"
             )
         if device.index is None:

@@ -10,7 +10,7 @@ import torch
 from timm.utils.model_ema import ModelEmaV3
 from torch import nn
 
-from tasks.config import TrainConfig
+from tasks.config import ConfigError, TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -32,7 +32,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
-    raise ValueError(f"train.optimizer={cfg.optimizer!r} is not one of sgd, adamw")
+    raise ConfigError(f"train.optimizer={cfg.optimizer!r} is not one of sgd, adamw")
 
 
 def build_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
@@ -40,5 +40,5 @@ def build_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
     if decay <= 0:
         return None
     if not decay < 1:
-        raise ValueError(f"train.ema={decay} must be in [0, 1) (0 = off, e.g. 0.999)")
+        raise ConfigError(f"train.ema={decay} must be in [0, 1) (0 = off, e.g. 0.999)")
     return ModelEmaV3(model, decay=decay)

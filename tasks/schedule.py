@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from tasks.config import ConfigError
+
 ONECYCLE_START = 1 / 25  # onecycle starts at peak / 25 (as torch OneCycleLR's div_factor)
 
 
@@ -29,7 +31,7 @@ def lr_at(p: float, *, peak: float, warmup: float, kind: str) -> float:
               (the triangular schedule of fast CIFAR recipes).
     """
     if kind not in ("cosine", "onecycle"):
-        raise ValueError(f"train.schedule={kind!r} is not one of cosine, onecycle")
+        raise ConfigError(f"train.schedule={kind!r} is not one of cosine, onecycle")
     if p < warmup:
         start = ONECYCLE_START * peak if kind == "onecycle" else 0.0
         return start + (peak - start) * p / warmup

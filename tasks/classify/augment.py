@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tasks.config import ConfigError
+
 PRESETS = ("cifar", "imagenet", "flip", "none")
 
 
@@ -92,4 +94,4 @@ def augment_batch(
         return random_flip(x, generator)
     if preset == "none":
         return x
-    raise ValueError(f"data.augment={preset!r}: expected one of {', '.join(PRESETS)}")
+    raise ConfigError(f"data.augment={preset!r}: expected one of {', '.join(PRESETS)}")

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from tasks.images import ImageDecodeError, is_image_file, read_image_rgb
+from tasks.config import ConfigError
+from tasks.images import DataError, ImageDecodeError, is_image_file, read_image_rgb
 
 CACHE_VERSION = 1
 
@@ -48,7 +49,7 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
         )
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise ValueError(
+        raise DataError(
             f"{field}={str(root)!r} has no class sub-folders (expected "
             f"{root}/<class_name>/<image>.jpg)"
         )
@@ -59,7 +60,7 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             p for p in class_dir.rglob("*") if is_image_file(p) and not p.name.startswith(".")
         )
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"{field}: class folder {str(class_dir)!r} contains no images (expected files "
                 f"ending in .jpg/.png/...); remove the folder or add images"
             )
@@ -131,7 +132,7 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     more), so the same labels, fraction and seed always give the same split.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"data.val_fraction={fraction}: expected a fraction in (0, 1)")
+        raise ConfigError(f"data.val_fraction={fraction}: expected a fraction in (0, 1)")
     gen = torch.Generator().manual_seed(seed)
     val_parts = []
     for c in torch.unique(labels).tolist():

@@ -31,8 +31,9 @@ from tasks.classify.data import (
 )
 from tasks.classify.metrics import confusion_matrix, topk_correct
 from tasks.classify.model import Classifier
+from tasks.config import ConfigError
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
-from tasks.images import read_image_rgb
+from tasks.images import DataError, read_image_rgb
 from tasks.plots import plot_confusion
 
 
@@ -47,7 +48,7 @@ class ClassifyTask(Task):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         if cfg.data.augment not in PRESETS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.augment={cfg.data.augment!r}: expected one of {', '.join(PRESETS)}"
             )
         self._mixup = None
@@ -70,7 +71,7 @@ class ClassifyTask(Task):
             self.skipped += val.skipped
             missing = sorted(set(val.class_names) - set(train.class_names))
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"data.val={d.val!r} has class folder(s) {missing} that data.train="
                     f"{d.train!r} lacks (expected the val classes to be a subset of "
                     f"{train.class_names})"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import albumentations as A
 
+from tasks.config import ConfigError
+
 
 @dataclass
 class AugmentConfig:
@@ -29,7 +31,7 @@ def build_augment(cfg: AugmentConfig) -> A.Compose | None:
     per-box fields ``labels``, ``iscrowd``; None when every augmentation is off."""
     ops: list[A.BasicTransform] = []
     if cfg.scale_min > cfg.scale_max or cfg.scale_min <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"data.augment.scale_min={cfg.scale_min}, scale_max={cfg.scale_max}: expected "
             "0 < scale_min <= scale_max"
         )

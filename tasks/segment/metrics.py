@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tasks.images import DataError
+
 
 class ConfusionMatrix:
     """Accumulates ``matrix[t, p]`` = number of pixels of true class t predicted as p."""
@@ -39,7 +41,7 @@ class ConfusionMatrix:
         target, pred = target[valid], pred[valid]
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= k):
             bad = target[(target < 0) | (target >= k)][0].item()
-            raise ValueError(
+            raise DataError(
                 f"ground-truth label {bad} is outside 0..{k - 1} and is not the ignore_index "
                 f"{self.ignore_index}"
             )

@@ -25,8 +25,9 @@ from torch.utils.data import Dataset
 from backbones import create_backbone
 from heads.segmentation import SEG_HEADS, FCNAuxHead, SegmentationLoss, SegmentationModel
 from tasks.base import TASKS, Task
+from tasks.config import ConfigError
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
-from tasks.images import read_image_rgb
+from tasks.images import DataError, read_image_rgb
 from tasks.plots import plot_confusion
 from tasks.segment import draw
 from tasks.segment.augment import build_transform
@@ -58,7 +59,7 @@ class SegmentTask(Task):
         super().__init__(cfg)
         SEG_HEADS.get(cfg.model.head)  # unknown head -> "did you mean" now, not after loading data
         if cfg.model.output_stride not in OUTPUT_STRIDES:
-            raise ValueError(
+            raise ConfigError(
                 f"model.output_stride={cfg.model.output_stride}: expected 8 or 16 "
                 "(dilated last stages keep segmentation features dense)"
             )
@@ -80,7 +81,7 @@ class SegmentTask(Task):
         if layout_of(Path(d.train)) == "voc":
             return train, open_source(d.train, "val", **opts)
         if len(train) < 2:
-            raise ValueError(
+            raise DataError(
                 f"data.train={d.train!r} has {len(train)} sample(s); cannot hold out a "
                 "validation split (set data.val)"
             )
@@ -100,7 +101,7 @@ class SegmentTask(Task):
             or infer_num_classes([train, val], d.ignore_index)
         )
         if d.class_names and len(d.class_names) != k:
-            raise ValueError(
+            raise ConfigError(
                 f"data.class_names has {len(d.class_names)} names but the label space has "
                 f"{k} classes (data.num_classes={d.num_classes}); give one name per class"
             )
@@ -127,7 +128,7 @@ class SegmentTask(Task):
         m, d, k = self.cfg.model, self.cfg.data, len(self.class_names)
         backbone = create_backbone(m.backbone, output_stride=m.output_stride, norm_layer=m.norm)
         if m.class_weights and len(m.class_weights) != k:
-            raise ValueError(
+            raise ConfigError(
                 f"model.class_weights has {len(m.class_weights)} entries; expected {k} "
                 "(one per class)"
             )
