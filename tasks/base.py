@@ -56,6 +56,10 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A fresh model for ``self.class_names``; it has a ``.backbone`` attribute."""
 
+    def val_batch_size(self) -> int:
+        """Images per validation batch (default: ``train.batch_size``)."""
+        return self.cfg.train.batch_size
+
     def collate(self, samples: Sequence[Any]) -> Any:
         """Turns a list of dataset items into one batch (default: stack tensors)."""
         return torch.utils.data.default_collate(samples)

@@ -68,6 +68,17 @@ def test_dynamic_export_matches_pytorch(tmp_path, capsys, task_name):
         assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
 
 
+def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
+    """data.max_size=48: the graph shrinks 64-pixel images to 48, runs, and answers at 64."""
+    ckpt = make_checkpoint(tmp_path, "segment", "data.max_size=48", "model.channels=64")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    assert capsys.readouterr().out.count(" ok") == 3
+    assert read_metadata(onnx.load(str(out)))["preprocess"]["resize"] == "longest_side"
+    labels = OnnxModel(out, provider="cpu")(np.zeros((70, 90, 3), np.uint8))[0]["labels"]
+    assert labels.shape == (70, 90)
+
+
 def test_parity_failure_exits_nonzero(tmp_path, capsys, monkeypatch):
     ckpt = make_checkpoint(tmp_path, "classify")
     monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass

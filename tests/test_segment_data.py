@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tasks.config import ConfigError
 from tasks.segment.config import SegmentConfig
 from tasks.segment.data import SegmentationDataset, infer_num_classes, open_source, pad_collate
 from tasks.segment.task import SegmentTask
@@ -94,6 +95,20 @@ def test_explicit_num_classes_wins_and_class_names_checked(tmp_path):
     cfg.data.class_names = ["bg", "a"]
     with pytest.raises(ValueError, match="class_names has 2 names"):
         SegmentTask(cfg).build_datasets()
+
+
+def test_head_width_only_where_the_head_has_one():
+    cfg = SegmentConfig()
+    cfg.data.synthetic_train, cfg.data.synthetic_val = 2, 2
+    cfg.model.head, cfg.model.channels = "deeplabv3", 64
+    task = SegmentTask(cfg)
+    task.build_datasets()
+    with pytest.raises(ConfigError, match="model.channels=64 is not used by model.head='deeplab"):
+        task.build_model()
+    cfg.model.head = "pspnet"
+    task = SegmentTask(cfg)
+    task.build_datasets()
+    assert task.build_model().head.bottleneck[0].out_channels == 64
 
 
 def test_mask_size_mismatch_names_both_sizes(tmp_path):

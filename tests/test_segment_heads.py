@@ -1,4 +1,4 @@
-"""Segmentation heads: output shapes at output stride 8 and 16 on odd sizes, losses, and
+"""Segmentation heads: output shapes at output stride 8, 16 and 32 on odd sizes, losses, and
 numerical parity of our DeepLabV3-ResNet50 with torchvision's ``deeplabv3_resnet50``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from heads.segmentation import (
 from heads.segmentation.base import atrous_rates
 
 
-@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
 @pytest.mark.parametrize("head", ["deeplabv3", "deeplabv3plus", "pspnet"])
 def test_head_output_shapes_on_odd_sizes(head, output_stride):
     torch.manual_seed(0)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         model.to(device).eval()
         loader = data.val_loader(
             val_set,
-            batch_size=task.cfg.train.batch_size,
+            batch_size=task.val_batch_size(),
             collate=task.collate,
             num_workers=task.cfg.train.num_workers,
         )

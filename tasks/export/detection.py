@@ -33,6 +33,8 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import initLevelMapper
 
+from tasks.export.wrappers import ResizeTo
+
 
 class BatchedNMS(torch.autograd.Function):
     """ONNX ``NonMaxSuppression`` with one class: boxes ``[B, N, 4]`` x1y1x2y2, scores
@@ -62,32 +64,6 @@ class BatchedNMS(torch.autograd.Function):
             const(iou, torch.float32),
             const(thresh, torch.float32),
         )
-
-
-class ResizeTo(torch.autograd.Function):
-    """Bilinear resize (half-pixel centres, no antialiasing) of ``x [B, C, H, W]`` to the size
-    held in the tensor ``size [2]``: exported as one ONNX ``Resize`` with ``sizes``, so the
-    output size stays computed from the input shape (``F.interpolate`` would bake it in)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, size: Tensor) -> Tensor:  # noqa: ANN001
-        hw = (int(size[0]), int(size[1]))
-        return nn.functional.interpolate(x, size=hw, mode="bilinear", align_corners=False)
-
-    @staticmethod
-    def symbolic(g, x, size):  # noqa: ANN001, ANN205
-        empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
-        lead = g.op(
-            "Slice",
-            g.op("Shape", x),
-            *(g.op("Constant", value_t=torch.tensor([v])) for v in (0, 2)),
-        )
-        sizes = g.op("Concat", lead, g.op("Cast", size, to_i=7), axis_i=0)  # 7 = int64
-        return g.op(
-            "Resize", x, empty, empty, sizes, mode_s="linear",
-            coordinate_transformation_mode_s="half_pixel", cubic_coeff_a_f=-0.75,
-            nearest_mode_s="floor",
-        )  # fmt: skip
 
 
 def _batched_nms(

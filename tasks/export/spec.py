@@ -57,16 +57,19 @@ def build_export(model: nn.Module, task: Task) -> ExportSpec:
 
         multiple = max(f.stride for f in model.backbone.feature_info)
         size = cfg.data.synthetic_size if cfg.data.train is None else 256
+        if cfg.data.max_size:  # check parity above max_size, where the graph shrinks
+            size = cfg.data.max_size * 5 // 4
         if cfg.data.eval_window:
             print(f"note: data.eval_window={cfg.data.eval_window} is not exported (one pass)")
         return ExportSpec(
-            SegmentExport(model, MEAN, STD, multiple, cfg.data.eval_flip).eval(),
+            SegmentExport(model, MEAN, STD, multiple, cfg.data.eval_flip, cfg.data.max_size).eval(),
             ("logits", "labels"),
             {"logits": {0: "batch", 2: "height", 3: "width"},
              "labels": {0: "batch", 1: "height", 2: "width"}},
             (size, size),
-            {"resize": "none", "pad_multiple": multiple, "mean": list(MEAN), "std": list(STD),
-             "units": "0..1", "max_size": cfg.data.max_size},
+            {"resize": "longest_side" if cfg.data.max_size else "none",
+             "max_size": cfg.data.max_size, "pad_multiple": multiple, "mean": list(MEAN),
+             "std": list(STD), "units": "0..1"},
         )  # fmt: skip
     if task.name == "detect":
         m = cfg.model

@@ -14,6 +14,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class ResizeTo(torch.autograd.Function):
+    """Bilinear resize (half-pixel centres, no antialiasing) of ``x [B, C, H, W]`` to the size
+    held in the tensor ``size [2]``: exported as one ONNX ``Resize`` with ``sizes``, so the
+    output size stays computed from the input shape (``F.interpolate`` would bake it in)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, size: Tensor) -> Tensor:  # noqa: ANN001
+        hw = (int(size[0]), int(size[1]))
+        return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def symbolic(g, x, size):  # noqa: ANN001, ANN205
+        empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        lead = g.op(
+            "Slice",
+            g.op("Shape", x),
+            *(g.op("Constant", value_t=torch.tensor([v])) for v in (0, 2)),
+        )
+        sizes = g.op("Concat", lead, g.op("Cast", size, to_i=7), axis_i=0)  # 7 = int64
+        return g.op(
+            "Resize", x, empty, empty, sizes, mode_s="linear",
+            coordinate_transformation_mode_s="half_pixel", cubic_coeff_a_f=-0.75,
+            nearest_mode_s="floor",
+        )  # fmt: skip
+
+
 class ClassifyExport(nn.Module):
     """``images [B, 3, H, W] -> (logits [B, K], probs [B, K])``.
 
@@ -51,9 +77,11 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 class SegmentExport(nn.Module):
     """``images [B, 3, H, W] -> (logits [B, K, H, W] float, labels [B, H, W] int64)``.
 
-    Pixels are scaled to 0..1 and normalised with ``mean``/``std`` (0..1 units), padded
-    right/bottom to the backbone's largest stride (as ``tasks.segment.infer`` does), run once
-    (plus the mirror image when ``flip``), and cropped back to H x W.
+    Pixels are scaled to 0..1 and normalised with ``mean``/``std`` (0..1 units); with
+    ``max_size`` the image is shrunk so its longest side is at most that (the training scale),
+    then padded right/bottom to the backbone's largest stride, run once (plus the mirror
+    image when ``flip``), cropped, and the logits resized back to H x W: the same steps as
+    ``tasks.segment.infer.predict_logits``.
     """
 
     def __init__(
@@ -63,9 +91,10 @@ class SegmentExport(nn.Module):
         std: Sequence[float],
         multiple: int,
         flip: bool = False,
+        max_size: int = 0,
     ) -> None:
         super().__init__()
-        self.model, self.multiple, self.flip = model, multiple, flip
+        self.model, self.multiple, self.flip, self.max_size = model, multiple, flip, max_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -75,7 +104,13 @@ class SegmentExport(nn.Module):
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = (images.float() / 255.0 - self.mean) / self.std
+        if self.max_size:
+            h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
+            scale = torch.clamp(self.max_size / torch.maximum(h, w).double(), max=1.0)
+            x = ResizeTo.apply(x, torch.stack([h, w]).double().mul(scale).round().clamp(min=1))
         logits = self._logits(x)
         if self.flip:
             logits = (logits + self._logits(x.flip(3)).flip(3)) / 2
+        if self.max_size:
+            logits = ResizeTo.apply(logits, torch.stack([h, w]))
         return logits, logits.argmax(1)

@@ -1,9 +1,10 @@
 """Mask-aware augmentation (albumentations) and the image normalisation every path shares.
 
-Train: optional longest-side resize -> random scale -> pad to the crop (image 0, mask
-ignore_index) -> random crop -> flips -> colour jitter. The mask always gets nearest-neighbour
-interpolation, so labels are never blended. Eval: no geometry at all (whole images; the
-collate function pads a batch, ``tasks.segment.infer`` pads to the output stride).
+Train: optional longest-side resize (``data.max_size``) -> random scale -> pad to the crop
+(image 0, mask ignore_index) -> random crop -> flips -> colour jitter. The mask always gets
+nearest-neighbour interpolation, so labels are never blended. Eval: no geometry at all (whole
+images; the collate function pads a batch, ``tasks.segment.infer`` shrinks to ``max_size``
+and pads to the output stride).
 """
 
 from __future__ import annotations
@@ -48,15 +49,17 @@ def build_transform(
 
     crop_size:    side of the square training crop in pixels; 0 = no crop (whole images).
     max_size:     resize so the longest side is at most this many pixels first; 0 = off.
+                  Training only: evaluation runs the model at that scale inside
+                  ``tasks.segment.infer.predict_logits`` and scores at full resolution.
     scale:        random rescale factor range (1.0, 1.0 = off).
     hflip, vflip: flip probabilities.
     color_jitter: brightness/contrast/saturation strength (0.2 = factors in 0.8..1.2); 0 = off.
-    With ``train=False`` the image is only normalised (any ``max_size`` still applies).
+    With ``train=False`` the image is only normalised.
     """
     ops: list[A.BasicTransform] = []
-    if max_size > 0:
-        ops.append(A.LongestMaxSize(max_size=max_size))
     if train:
+        if max_size > 0:
+            ops.append(A.LongestMaxSize(max_size=max_size))
         if tuple(scale) != (1.0, 1.0):
             ops.append(A.RandomScale(scale_limit=(scale[0] - 1, scale[1] - 1), p=1.0))
         if crop_size > 0:

@@ -13,8 +13,9 @@ class SegmentModelConfig:
     backbone: str = "resnet18"  # any name in backbones.list_backbones(), or "timm:<name>"
     backbone_weights: Optional[str] = None  # noqa: UP045 - checkpoint loaded into model.backbone
     head: str = "deeplabv3plus"  # "deeplabv3", "deeplabv3plus" or "pspnet"
-    output_stride: int = 16  # 8 or 16: stride of the deepest features (dilated last stages)
+    output_stride: int = 16  # 8 or 16: deepest stride (dilated last stages); 32 = no dilation
     norm: str = "batchnorm"  # backbone norm: "batchnorm", "frozen_batchnorm" or "groupnorm"
+    channels: int = 0  # head width (ASPP/decoder, PSP bottleneck); 0 = the head's default (256/512)
     aux_loss: bool = False  # auxiliary FCN head on the second-deepest level (c4), training only
     aux_weight: float = 0.4  # weight of the auxiliary loss
     dice_weight: float = 0.0  # weight of a soft Dice term added to cross-entropy; 0 = off
@@ -32,7 +33,8 @@ class SegmentDataConfig:
     ignore_index: int = 255  # void label: not trained on, not scored; pads use it
     palette: List[List[int]] = field(default_factory=list)  # noqa: UP006 - RGB masks: [[r,g,b](,label)] per class
     crop_size: int = 512  # training crop side in pixels (smaller images are padded); 0 = none
-    max_size: int = 0  # resize longest side to at most this (train and eval); 0 = off
+    max_size: int = 0  # longest side at most this: training images are resized, evaluation and
+    # prediction run the model at this scale and upsample logits back (scored at full size); 0 = off
     scale: List[float] = field(default_factory=lambda: [0.5, 2.0])  # noqa: UP006 - random rescale range
     hflip: float = 0.5  # horizontal flip probability
     vflip: float = 0.0  # vertical flip probability

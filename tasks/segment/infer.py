@@ -1,5 +1,6 @@
-"""Whole-image inference for any input size: pad to the output stride, optional sliding
-window and horizontal-flip test-time augmentation, then crop back.
+"""Whole-image inference for any input size: optional downscale to the training resolution,
+pad to the output stride, optional sliding window and horizontal-flip test-time augmentation,
+then crop back and upsample the logits to the input size.
 
 Padding to a multiple of the output stride keeps every feature cell aligned with the same
 pixels as in training crops (bilinear upsampling of an odd-sized map shifts it by a fraction
@@ -37,6 +38,16 @@ def _windows(size: int, window: int, step: int) -> list[int]:
     return [*starts, size - window]
 
 
+def scaled_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """(height, width) with the longest side shrunk to ``max_size`` (rounded, as
+    albumentations' ``LongestMaxSize`` does in training); unchanged when already small enough
+    or ``max_size`` is 0."""
+    scale = max_size / max(height, width) if max_size > 0 else 1.0
+    if scale >= 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -46,6 +57,7 @@ def predict_logits(
     window: int = 0,
     overlap: float = 1 / 3,
     flip: bool = False,
+    max_size: int = 0,
 ) -> Tensor:
     """Logits Tensor[B, K, H, W] for images Tensor[B, 3, H, W] of any H, W.
 
@@ -54,8 +66,17 @@ def predict_logits(
               Overlapping windows' logits are averaged.
     overlap:  fraction of a window shared with its neighbour.
     flip:     also run the mirrored image and average (horizontal-flip TTA).
+    max_size: run the model on the image shrunk so its longest side is at most this (the
+              scale it was trained at, ``data.max_size``) and upsample the logits back to
+              H x W (bilinear), so predictions and scores are always at input resolution.
     """
     h, w = images.shape[-2:]
+    small = scaled_size(h, w, max_size)
+    if small != (h, w):
+        x = F.interpolate(images, size=small, mode="bilinear", align_corners=False)
+        logits = predict_logits(model, x, multiple=multiple, window=window, overlap=overlap,
+                                flip=flip)  # fmt: skip
+        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     if window <= 0 or (h <= window and w <= window):
         return _forward_tta(model, images, multiple, flip)
     step = max(1, int(window * (1 - overlap)))

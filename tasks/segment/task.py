@@ -10,6 +10,7 @@ cross-entropy (+ Dice) on logits at input resolution. Evaluation runs whole imag
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,7 +45,7 @@ from tasks.segment.data import (
 from tasks.segment.infer import predict_logits
 from tasks.segment.metrics import ConfusionMatrix
 
-OUTPUT_STRIDES = (8, 16)
+OUTPUT_STRIDES = (8, 16, 32)  # 32 = no dilation: cheapest, for CPU budgets (DeepLabV3+)
 
 
 @TASKS.register("segment")
@@ -60,8 +61,8 @@ class SegmentTask(Task):
         SEG_HEADS.get(cfg.model.head)  # unknown head -> "did you mean" now, not after loading data
         if cfg.model.output_stride not in OUTPUT_STRIDES:
             raise ConfigError(
-                f"model.output_stride={cfg.model.output_stride}: expected 8 or 16 "
-                "(dilated last stages keep segmentation features dense)"
+                f"model.output_stride={cfg.model.output_stride}: expected 8 or 16 (dilated last "
+                "stages keep segmentation features dense) or 32 (no dilation, cheapest)"
             )
         self._matrix: Tensor | None = None  # confusion matrix of the last evaluate()
 
@@ -115,8 +116,17 @@ class SegmentTask(Task):
         common = dict(num_classes=k, ignore_index=d.ignore_index)
         return (
             SegmentationDataset(train, transform=build_transform(train=True, **aug), **common),
-            SegmentationDataset(val, transform=build_transform(train=False, **aug), **common),
+            # Evaluation sees whole images at full resolution: predict_logits shrinks the
+            # image to data.max_size and scores logits upsampled back against the full mask.
+            SegmentationDataset(
+                val, transform=build_transform(train=False, ignore_index=d.ignore_index), **common
+            ),
         )
+
+    def val_batch_size(self) -> int:
+        """1 with ``data.max_size``: each whole image must shrink by its own size (a padded
+        batch would shrink by the largest one's)."""
+        return 1 if self.cfg.data.max_size else self.cfg.train.batch_size
 
     def collate(self, samples: Sequence[Any]) -> tuple[Tensor, Tensor]:
         return pad_collate(samples, self.cfg.data.ignore_index)
@@ -136,8 +146,16 @@ class SegmentTask(Task):
         loss = SegmentationLoss(
             ignore_index=d.ignore_index, class_weights=weights, dice_weight=m.dice_weight
         )
+        width = {}
+        if m.channels:
+            if "channels" not in inspect.signature(SEG_HEADS.get(m.head)).parameters:
+                raise ConfigError(
+                    f"model.channels={m.channels} is not used by model.head={m.head!r} (its "
+                    "width is torchvision's); set it with deeplabv3plus or pspnet, or use 0"
+                )
+            width["channels"] = m.channels
         head = SEG_HEADS.create(
-            m.head, feature_info=backbone.feature_info, num_classes=k, loss=loss
+            m.head, feature_info=backbone.feature_info, num_classes=k, loss=loss, **width
         )
         aux = None
         if m.aux_loss:
@@ -159,8 +177,9 @@ class SegmentTask(Task):
         d = self.cfg.data
         multiple = max(f.stride for f in model.backbone.feature_info)
         return predict_logits(
-            model, images, multiple=multiple, window=d.eval_window, flip=d.eval_flip
-        ).float()
+            model, images, multiple=multiple, window=d.eval_window, flip=d.eval_flip,
+            max_size=d.max_size,
+        ).float()  # fmt: skip
 
     @torch.no_grad()
     def evaluate(
@@ -200,12 +219,7 @@ class SegmentTask(Task):
             x, _ = val_set.transform(image, mask)
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
-            pred = (
-                F.interpolate(logits, size=image.shape[:2], mode="bilinear")[0]
-                .argmax(0)
-                .cpu()
-                .numpy()
-            )
+            pred = logits[0].argmax(0).cpu().numpy()
             rows.append(
                 [image, draw.overlay(image, mask, colours), draw.overlay(image, pred, colours)]
             )
@@ -230,7 +244,7 @@ class SegmentTask(Task):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         d = self.cfg.data
-        transform = build_transform(train=False, ignore_index=d.ignore_index, max_size=d.max_size)
+        transform = build_transform(train=False, ignore_index=d.ignore_index)
         colours = draw.palette(len(self.class_names), d.ignore_index)
         model.eval()
         results = []
@@ -239,7 +253,6 @@ class SegmentTask(Task):
             x, _ = transform(image, np.zeros(image.shape[:2], dtype=np.int64))
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
-            logits = F.interpolate(logits, size=image.shape[:2], mode="bilinear")
             pred = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
             mask_img = Image.fromarray(pred, mode="P")
             mask_img.putpalette(colours[:256].flatten().tolist())

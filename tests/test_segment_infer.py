@@ -1,0 +1,82 @@
+"""Whole-image segmentation inference (``tasks.segment.infer.predict_logits``): sizes, sliding
+windows, flip TTA, running at the training scale (``max_size``), and the ONNX export module
+doing the same steps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tasks.export.wrappers import SegmentExport
+from tasks.segment.augment import MEAN, STD
+from tasks.segment.config import SegmentConfig
+from tasks.segment.infer import predict_logits, scaled_size
+from tasks.segment.task import SegmentTask
+
+
+class PixelModel(nn.Module):
+    """A per-pixel linear model (1x1 conv) that records the input sizes it was given: its
+    logits do not depend on neighbours, so windows and flips must not change them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x: Tensor):  # noqa: ANN201 - the .preds the segmentation model returns
+        self.seen.append(tuple(x.shape[-2:]))
+        return type("Out", (), {"preds": self.conv(x)})()
+
+
+def test_windows_and_flips_leave_a_per_pixel_model_unchanged():
+    model, x = PixelModel(), torch.randn(2, 3, 45, 70)
+    whole = predict_logits(model, x, multiple=8)
+    assert whole.shape == (2, 4, 45, 70)
+    torch.testing.assert_close(whole, model.conv(x))
+    windowed = predict_logits(model, x, multiple=8, window=32, flip=True)
+    torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=1e-5)
+    assert all(h <= 32 and w <= 32 for h, w in model.seen[1:])  # padding keeps windows at 32
+
+
+def test_max_size_runs_the_model_at_the_training_scale_and_answers_at_input_size():
+    assert scaled_size(100, 60, 50) == (50, 30)
+    assert scaled_size(100, 60, 0) == scaled_size(100, 60, 200) == (100, 60)
+    model, x = PixelModel(), torch.randn(1, 3, 100, 60)
+    logits = predict_logits(model, x, multiple=1, max_size=50)
+    assert model.seen == [(50, 30)] and logits.shape == (1, 4, 100, 60)
+    small = model.conv(F.interpolate(x, size=(50, 30), mode="bilinear", align_corners=False))
+    expected = F.interpolate(small, size=(100, 60), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(logits, expected)
+    model.seen.clear()
+    torch.testing.assert_close(predict_logits(model, x, multiple=1, max_size=100), model.conv(x))
+    assert model.seen == [(100, 60)]
+
+
+def test_export_module_shrinks_to_max_size_like_eager_inference():
+    cfg = SegmentConfig()
+    cfg.model.backbone, cfg.model.head, cfg.model.channels = "resnet18", "deeplabv3plus", 32
+    cfg.data.synthetic_train, cfg.data.synthetic_val, cfg.data.max_size = 2, 2, 40
+    task = SegmentTask(cfg)
+    task.build_datasets()
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    assert model.head.classifier.in_channels == 32  # model.channels reached the decoder
+    image = torch.randint(0, 256, (1, 3, 64, 52), dtype=torch.uint8)
+    export = SegmentExport(model, MEAN, STD, multiple=16, max_size=40).eval()
+    with torch.no_grad():
+        logits, labels = export(image)
+        mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        expected = task.predict_logits(model, (image.float() / 255 - mean) / std)
+    assert logits.shape == (1, 4, 64, 52) and labels.shape == (1, 64, 52)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_validation_goes_one_image_at_a_time_when_shrinking():
+    """A padded batch would shrink every image by the largest one's size, not its own."""
+    cfg = SegmentConfig()
+    cfg.train.batch_size = 8
+    assert SegmentTask(cfg).val_batch_size() == 8
+    cfg.data.max_size = 320
+    assert SegmentTask(cfg).val_batch_size() == 1
