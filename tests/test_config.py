@@ -93,7 +93,8 @@ def test_require_path(tmp_path: Path) -> None:
 
 def test_print_config_prints_merged_yaml(capsys: pytest.CaptureFixture) -> None:
     main = tool_main("train")
-    assert main(["--task", "_toy", "--print-config", "train.lr=0.125", "model.width=3"]) == 0
+    # overrides on both sides of an option (argparse alone stops at the first option)
+    assert main(["--task", "_toy", "train.lr=0.125", "--print-config", "model.width=3"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["train"]["lr"] == 0.125 and printed["model"]["width"] == 3
     assert set(printed) == {"model", "data", "train"}

@@ -105,7 +105,10 @@ def test_head_width_only_where_the_head_has_one():
     task.build_datasets()
     with pytest.raises(ConfigError, match="model.channels=64 is not used by model.head='deeplab"):
         task.build_model()
-    cfg.model.head = "pspnet"
+    cfg.model.channels = -5
+    with pytest.raises(ConfigError, match="model.channels=-5: expected a size >= 0"):
+        SegmentTask(cfg)
+    cfg.model.head, cfg.model.channels = "pspnet", 64
     task = SegmentTask(cfg)
     task.build_datasets()
     assert task.build_model().head.bottleneck[0].out_channels == 64

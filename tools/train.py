@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no console output")
     parser.add_argument("--print-config", action="store_true", help="print merged YAML, exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # key=value before and after options
 
 
 def resume_source(run_dir: Path, task: str | None) -> tuple[str, Path]:

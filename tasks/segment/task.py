@@ -64,6 +64,15 @@ class SegmentTask(Task):
                 f"model.output_stride={cfg.model.output_stride}: expected 8 or 16 (dilated last "
                 "stages keep segmentation features dense) or 32 (no dilation, cheapest)"
             )
+        sizes = {
+            "model.channels": cfg.model.channels,
+            "data.max_size": cfg.data.max_size,
+            "data.crop_size": cfg.data.crop_size,
+            "data.eval_window": cfg.data.eval_window,
+        }
+        for key, value in sizes.items():
+            if value < 0:
+                raise ConfigError(f"{key}={value}: expected a size >= 0 (0 = off / default)")
         self._matrix: Tensor | None = None  # confusion matrix of the last evaluate()
 
     # ---- data -------------------------------------------------------------------------
