@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchvision.ops import StochasticDepth
 
 from backbones.norm import NormLayer
+from backbones.registry import OptionError
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -113,7 +114,7 @@ class BasicBlock(_Residual):
     ) -> None:
         super().__init__(downsample, drop_path_rate, residual)
         if groups != 1 or base_width != 64:
-            raise ValueError("BasicBlock supports only groups=1 and base_width=64")
+            raise OptionError("BasicBlock supports only groups=1 and base_width=64")
         self.conv1 = conv3x3(inplanes, planes, stride, dilation=first_dilation)
         self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -210,7 +211,7 @@ class PreActBasicBlock(_Residual):
     ) -> None:
         super().__init__(downsample, drop_path_rate, residual)
         if groups != 1 or base_width != 64 or se:
-            raise ValueError("PreActBasicBlock supports only groups=1, base_width=64, se=False")
+            raise OptionError("PreActBasicBlock supports only groups=1, base_width=64, se=False")
         self.bn1 = norm(inplanes)
         self.relu = nn.ReLU()  # not in place: x itself is the shortcut
         self.conv1 = conv3x3(inplanes, planes, stride, dilation=first_dilation)
@@ -248,4 +249,4 @@ def make_shortcut(kind: str, cin: int, cout: int, stride: int, norm: NormLayer) 
         return nn.Sequential(pool, conv1x1(cin, cout), norm(cout))
     if kind == "pad":
         return PadShortcut(cin, cout, stride)
-    raise ValueError(f"shortcut={kind!r} is not known; expected conv, avg or pad")
+    raise OptionError(f"shortcut={kind!r} is not known; expected conv, avg or pad")

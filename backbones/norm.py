@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision import ops
 
+from backbones.registry import OptionError
+
 NormLayer = Callable[[int], nn.Module]
 
 
@@ -56,7 +58,7 @@ def make_norm(norm_layer: str | NormLayer) -> NormLayer:
     if callable(norm_layer):
         return norm_layer
     if norm_layer not in NORM_LAYERS:
-        raise ValueError(
+        raise OptionError(
             f"norm_layer={norm_layer!r} is not known; expected one of "
             f"{', '.join(NORM_LAYERS)} or a callable channels -> nn.Module"
         )

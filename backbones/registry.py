@@ -16,6 +16,12 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T", bound=Callable[..., Any])
 
 
+class OptionError(ValueError):
+    """A model option outside what it accepts (a norm name, an out_indices entry, a weights
+    file that is not a state dict). The tools print it as one ``error:`` line; ``ValueError``
+    stays for programming errors such as a missing argument at run time."""
+
+
 class RegistryError(KeyError):
     """An unknown or duplicate name; ``str()`` gives the plain message (KeyError quotes it)."""
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from backbones.base import BACKBONES, Backbone, FeatureInfo
 from backbones.blocks import BasicBlock, Bottleneck, conv3x3, make_shortcut
 from backbones.norm import NormLayer, make_norm
+from backbones.registry import OptionError
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -137,7 +138,7 @@ class ResNet(Backbone):
         elif spec.stem in ("cifar", "cifar_preact"):
             self.conv1 = conv3x3(in_chans, out)
         else:
-            raise ValueError(f"{spec.name}: stem={spec.stem!r}; expected imagenet, deep, cifar*")
+            raise OptionError(f"{spec.name}: stem={spec.stem!r}; expected imagenet, deep, cifar*")
         preact = spec.stem == "cifar_preact"
         self.bn1 = nn.Identity() if preact else norm(out)
         self.relu = nn.Identity() if preact else nn.ReLU(inplace=True)
@@ -210,26 +211,26 @@ def check_options(
     """Validate the common options; returns the sorted ``out_indices``."""
     idx = tuple(range(1, n + 1)) if out_indices is None else tuple(out_indices)
     if not idx or any(not isinstance(i, int) or not 0 <= i <= n for i in idx):
-        raise ValueError(
+        raise OptionError(
             f"{name}: out_indices={out_indices!r} is out of range; expected indices in 0..{n} "
             f"(0 = stem c1, 1..{n} = stages c2..c{n + 1})"
         )
     if len(set(idx)) != len(idx):
-        raise ValueError(f"{name}: out_indices={out_indices!r} repeats an index")
+        raise OptionError(f"{name}: out_indices={out_indices!r} repeats an index")
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
+        raise OptionError(
             f"{name}: output_stride={output_stride!r} is not supported; expected one of "
             f"{', '.join(map(str, OUTPUT_STRIDES))}"
         )
     if not -1 <= frozen_stages <= n:
-        raise ValueError(
+        raise OptionError(
             f"{name}: frozen_stages={frozen_stages} is out of range; expected -1 (none), "
             f"0 (stem) .. {n} (stem and all {n} stages)"
         )
     if not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"{name}: drop_path_rate={drop_path_rate} must be in [0, 1)")
+        raise OptionError(f"{name}: drop_path_rate={drop_path_rate} must be in [0, 1)")
     if num_classes < 0:
-        raise ValueError(f"{name}: num_classes={num_classes} must be >= 0 (0 = no classifier)")
+        raise OptionError(f"{name}: num_classes={num_classes} must be >= 0 (0 = no classifier)")
     return tuple(sorted(idx))
 
 

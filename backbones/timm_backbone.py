@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from backbones.base import Backbone, FeatureInfo
-from backbones.registry import RegistryError, close_matches
+from backbones.registry import OptionError, RegistryError, close_matches
 from backbones.resnet import OUTPUT_STRIDES
 
 
@@ -55,12 +55,12 @@ class TimmBackbone(Backbone):
                 + (f"; did you mean {', '.join('timm:' + h for h in hint)}?" if hint else "")
             )
         if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(
+            raise OptionError(
                 f"{self.name}: output_stride={output_stride!r} is not supported; expected one "
                 f"of {', '.join(map(str, OUTPUT_STRIDES))}"
             )
         if norm_layer not in ("batchnorm", "frozen_batchnorm"):
-            raise ValueError(
+            raise OptionError(
                 f"{self.name}: norm_layer={norm_layer!r}; timm backbones take 'batchnorm' or "
                 "'frozen_batchnorm'"
             )
@@ -72,7 +72,7 @@ class TimmBackbone(Backbone):
             out_indices = [d["index"] for d in levels if d["reduction"] >= 4]
         valid = [d["index"] for d in levels]
         if not out_indices or any(i not in valid for i in out_indices):
-            raise ValueError(
+            raise OptionError(
                 f"{self.name}: out_indices={tuple(out_indices)!r} is out of range; expected "
                 f"indices among {valid}"
             )
@@ -111,7 +111,7 @@ class TimmBackbone(Backbone):
         """Children of timm's feature net up to the module of the k-th stage level."""
         stages = [d["module"].replace(".", "_") for d in levels if d["reduction"] >= 4]
         if not -1 <= frozen_stages <= len(stages):
-            raise ValueError(
+            raise OptionError(
                 f"{self.name}: frozen_stages={frozen_stages} is out of range; expected -1 "
                 f"(none), 0 (stem) .. {len(stages)}"
             )

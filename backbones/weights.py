@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from backbones.registry import OptionError
+
 FILE_PREFIXES = (
     "", "module.", "_orig_mod.", "backbone.", "module.backbone.", "model.", "backbone.model.",
 )  # fmt: skip
@@ -80,7 +82,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        raise OptionError(
             f"refused to load {str(path)!r}: it is a pickle that holds code or objects other "
             f"than tensors (torch.load weights_only=True said: {str(err).splitlines()[0]}). "
             "Re-save it as a plain state dict or a .safetensors file"
@@ -89,7 +91,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(
+        raise OptionError(
             f"{str(path)!r} is not a state dict: expected a dict of tensors (or one under "
             f"{', '.join(repr(k) for k in WRAPPED_KEYS)}), got {type(obj).__name__}"
         )

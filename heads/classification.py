@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backbones.registry import OptionError
 from heads.base import HeadOutput
 
 
@@ -39,7 +40,7 @@ class ClassifierHead(nn.Module):
     ) -> None:
         super().__init__()
         if pool not in ("avg", "max"):
-            raise ValueError(f"ClassifierHead pool={pool!r}: expected 'avg' or 'max'")
+            raise OptionError(f"ClassifierHead pool={pool!r}: expected 'avg' or 'max'")
         self.feature = feature
         self.pool = pool
         self.scale = scale

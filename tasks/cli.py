@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from backbones.registry import RegistryError
+from backbones.registry import OptionError, RegistryError
 from tasks import distributed
-from tasks.config import ConfigError
 from tasks.engine import TrainingError
 from tasks.images import DataError
 
 # DataError: a bad annotation, mask or image is the user's data, not our bug
-USER_ERRORS = (ConfigError, RegistryError, FileNotFoundError, NotImplementedError, DataError)
+# OptionError covers ConfigError and the option checks inside backbones/ and heads/
+USER_ERRORS = (OptionError, RegistryError, FileNotFoundError, NotImplementedError, DataError)
 
 
 def run_tool(body: Callable[[], int]) -> int:

@@ -22,10 +22,10 @@ import yaml
 from omegaconf import DictConfig, Node, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from backbones.registry import close_matches
+from backbones.registry import OptionError, close_matches
 
 
-class ConfigError(ValueError):
+class ConfigError(OptionError):
     """A user mistake in a config file, a ``key=value`` override or a path it names."""
 
 

@@ -110,3 +110,14 @@ def test_tool_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
     assert "\n" not in err and "Traceback" not in err
     assert main(["--task", "_tyo", "--print-config"]) == 2
     assert "did you mean _toy" in capsys.readouterr().err
+
+
+def test_model_option_errors_from_backbones_are_one_line(tmp_path, capsys) -> None:
+    """An option checked inside backbones/ or heads/ (here the norm name) reaches the user as
+    one ``error:`` line with exit code 2, like a config error, not as a traceback."""
+    main = tool_main("train")
+    args = ["--task", "classify", "model.norm=nonsense", "--out", str(tmp_path / "run"),
+            "data.synthetic_train_per_class=2", "data.synthetic_val_per_class=1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: norm_layer='nonsense' is not known") and "\n" not in err

@@ -11,6 +11,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from backbones.base import FeatureInfo
+from backbones.registry import OptionError
 
 HEAD_NORMS = ("none", "groupnorm", "batchnorm")
 
@@ -28,7 +29,7 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
         return lambda channels: nn.GroupNorm(math.gcd(32, channels), channels)
     if norm == "batchnorm":
         return nn.BatchNorm2d
-    raise ValueError(f"head norm {norm!r} is not one of {', '.join(HEAD_NORMS)}")
+    raise OptionError(f"head norm {norm!r} is not one of {', '.join(HEAD_NORMS)}")
 
 
 def build_fpn(
@@ -44,7 +45,7 @@ def build_fpn(
     ``out_channels`` each, plus the extra block's levels (``"pool"`` or ``"p6", "p7"``).
     """
     if not feature_info:
-        raise ValueError("the detection head needs at least one backbone feature level")
+        raise OptionError("the detection head needs at least one backbone feature level")
     return FeaturePyramidNetwork(
         [f.channels for f in feature_info],
         out_channels,

@@ -40,6 +40,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from backbones.base import FeatureInfo
+from backbones.registry import OptionError
 from heads.base import HeadOutput
 from heads.detection.common import build_fpn, norm_layer
 
@@ -87,13 +88,13 @@ class FasterRCNNHead(nn.Module):
         super().__init__()
         levels = len(feature_info) + 1  # + LastLevelMaxPool
         if len(anchor_sizes) != levels:
-            raise ValueError(
+            raise OptionError(
                 f"anchor_sizes has {len(anchor_sizes)} values {list(anchor_sizes)} but the "
                 f"pyramid has {levels} levels ({', '.join(f.name for f in feature_info)}, pool); "
                 f"give one size per level"
             )
         if box_head not in BOX_HEADS:
-            raise ValueError(f"box_head {box_head!r} is not one of {', '.join(BOX_HEADS)}")
+            raise OptionError(f"box_head {box_head!r} is not one of {', '.join(BOX_HEADS)}")
         self.fpn = build_fpn(feature_info, fpn_channels, norm=norm, extra_block=LastLevelMaxPool())
         anchors = AnchorGenerator(
             tuple((int(s),) for s in anchor_sizes), (tuple(aspect_ratios),) * levels

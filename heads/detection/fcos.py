@@ -21,6 +21,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from backbones.base import FeatureInfo
+from backbones.registry import OptionError
 from heads.base import HeadOutput
 from heads.detection.common import build_fpn
 
@@ -66,7 +67,7 @@ class FCOSDetectionHead(nn.Module):
     ) -> None:
         super().__init__()
         if fpn_channels % 32:
-            raise ValueError(f"fcos needs fpn_channels divisible by 32, got {fpn_channels}")
+            raise OptionError(f"fcos needs fpn_channels divisible by 32, got {fpn_channels}")
         self.fpn = build_fpn(
             feature_info,
             fpn_channels,

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torchvision.models.segmentation.fcn import FCNHead
 
 from backbones.base import FeatureInfo
+from backbones.registry import OptionError
 from heads.base import HeadOutput
 from heads.segmentation.loss import SegmentationLoss
 
@@ -19,7 +20,7 @@ def find_feature(feature_info: Sequence[FeatureInfo], name: str) -> FeatureInfo:
         if info.name == name:
             return info
     have = ", ".join(f"{f.name} (stride {f.stride})" for f in feature_info)
-    raise ValueError(
+    raise OptionError(
         f"this head needs backbone feature {name!r} but the backbone returns only {have}; "
         "create the backbone with out_indices that include it"
     )
