@@ -2,7 +2,8 @@
 
 Every export module takes ``images``: Tensor[B, 3, H, W] RGB in 0..255 (uint8, or float
 holding the same values) and bakes the task's preprocessing into the graph, so an ONNX
-caller needs nothing from this project. Detection lives in ``tasks/export/detection.py``.
+caller needs nothing from this project. Detection lives in ``tasks/export/detection.py``;
+``ResizeTo`` here is the shape-following resize that detection and segmentation share.
 """
 
 from __future__ import annotations
