@@ -1,14 +1,17 @@
-"""Eager PyTorch vs ONNX Runtime (CPU, fp32 and int8) latency for each task, same run.
+"""Eager PyTorch vs ONNX Runtime latency for each task, same run: on the CPU (fp32, int8) or
+on a GPU (CUDA provider with IO binding, fp32 and fp16 against eager fp32 and autocast fp16).
 
     python bench/onnx_speed.py [--tasks classify,detect,segment,int8] [--runs 5] [--out FILE]
+    python bench/onnx_speed.py --device cuda --runs 50
 
 Models (random weights: speed does not depend on them): ResNet-50 classifier at 224x224
 (batch 1 and 8); Faster R-CNN ResNet-50-FPN (torchvision's sizes: 256-channel FPN, 1000
 proposals, 1024-wide box head) on 512x683 input (short side 512, not torchvision's 800, to
 keep the run short); DeepLabV3 ResNet-50 at output stride 8 on 384x384; ResNet-50 int8 QDQ
-(calibrated on 16 generated images). Both runtimes use every core this process may use;
-ORT runs with ORT_ENABLE_ALL. Eager and ORT runs alternate. Prints p50/p90 latency (ms) and
-images/s per row.
+(calibrated on 16 generated images; CPU only). Both runtimes use every core this process may
+use; ORT runs with ORT_ENABLE_ALL. Eager and ORT runs alternate. On CUDA both arms start from
+the same host uint8 batch and end with their outputs on the host, and fp32 means fp32 (no
+TF32) in both. Prints p50/p90 latency (ms) and images/s per row.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils._pytree import tree_map
 
 from tasks import TASKS
 from tasks.config import load_config
 from tasks.export.metadata import build_metadata
 from tasks.export.onnx_export import export_onnx
 from tasks.export.parity import compare_detections
-from tasks.export.quantize import to_int8
+from tasks.export.quantize import to_fp16, to_int8
 from tasks.export.spec import build_export
 from tasks.inference import OnnxModel, physical_cores
 
@@ -95,20 +99,47 @@ def row(name: str, batch: int, eager: tuple[float, float], onnx: tuple[float, fl
     return r
 
 
+def eager_call(base: str, model: torch.nn.Module, spec, x: torch.Tensor,  # noqa: ANN001
+               device: torch.device, amp: torch.dtype | None) -> Callable[[], object]:  # fmt: skip
+    """One eager inference from the host uint8 batch ``x`` to outputs on the host."""
+
+    def run() -> object:
+        batch = x.to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            if base == "detect":
+                out = [dict(p) for p in model([im.float() / 255 for im in batch]).preds]
+            elif base == "classify":
+                out = model(batch.float())  # normalises itself
+            else:
+                out = spec.module(batch)
+        return tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, out)
+
+    return run
+
+
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", default="classify,detect,segment,int8")
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", help="write the rows as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(physical_cores())
-    print(f"threads {physical_cores()}, torch {torch.__version__}")
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    gpu = f", {torch.cuda.get_device_name()}" if on_gpu else ""
+    print(f"threads {physical_cores()}, torch {torch.__version__}{gpu}")
+    precisions = {"fp32": None, "fp16": torch.float16} if on_gpu else {"fp32": None}
     rows, tmp = [], Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
     for name in args.tasks.split(","):
+        if name == "int8" and on_gpu:
+            print("int8: skipped on CUDA (QDQ int8 is a CPU path here; TensorRT would run it)")
+            continue
         base = "classify" if name == "int8" else name
         task, model, spec, path = build(base, tmp)
+        spec.module.to(device)
         h, w = SHAPES[base]
         if name == "int8":
             calib = tmp / "calib"
@@ -119,24 +150,26 @@ def main(argv: list[str] | None = None) -> int:
                 )
             to_int8(path, tmp / "int8.onnx", calib)
             path = tmp / "int8.onnx"
-        ort_model = OnnxModel(path, provider="cpu")
-        for batch in (1, 8) if base == "classify" else (1,):
-            x = torch.from_numpy(rng.integers(0, 256, (batch, 3, h, w), dtype=np.uint8))
-            if base == "detect":
-                eager_fn = lambda m=model, x=x: m([im.float() / 255 for im in x])  # noqa: E731
-            elif base == "classify":
-                eager_fn = lambda m=model, x=x: m(x.float())  # noqa: E731 - normalises itself
-            else:
-                eager_fn = lambda m=spec.module, x=x: m(x)  # noqa: E731
-            arr = x.numpy()
-            runs = args.runs if batch == 1 else max(2, args.runs // 2)
-            label = LABELS[name]
-            ort_fn = lambda o=ort_model, a=arr: o.run_batch(a)  # noqa: E731
-            rows.append(row(label, batch, *timed_pair(eager_fn, ort_fn, runs)))
-            if base == "detect":
-                print(
-                    "  detections:", compare_detections(model, x, ort_model.run_batch(arr)).detail
-                )
+        for precision, amp in precisions.items():
+            if precision == "fp16":
+                to_fp16(path, tmp / f"{name}-fp16.onnx")
+                path = tmp / f"{name}-fp16.onnx"
+            ort_model = OnnxModel(path, provider="cuda" if on_gpu else "cpu")
+            label = LABELS[name] + (
+                f" {precision} {ort_model.provider.removesuffix('ExecutionProvider')}"
+                if on_gpu
+                else ""
+            )
+            for batch in (1, 8) if base == "classify" else (1,):
+                x = torch.from_numpy(rng.integers(0, 256, (batch, 3, h, w), dtype=np.uint8))
+                eager_fn = eager_call(base, model, spec, x, device, amp)
+                arr = x.numpy()
+                runs = args.runs if batch == 1 else max(2, args.runs // 2)
+                ort_fn = lambda o=ort_model, a=arr: o.run_batch(a)  # noqa: E731
+                rows.append(row(label, batch, *timed_pair(eager_fn, ort_fn, runs)))
+                if base == "detect" and amp is None:
+                    got = ort_model.run_batch(arr)
+                    print("  detections:", compare_detections(model, x.to(device), got).detail)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0

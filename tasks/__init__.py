@@ -3,7 +3,12 @@
 Importing this package registers every task in ``TASKS``: one import line per task module.
 """
 
-from tasks import (
+import os
+
+# albumentations asks PyPI for its newest version on import: no network at run time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from tasks import (  # noqa: E402 - after the environment is set
     classify,  # noqa: F401
     detect,  # noqa: F401
     segment,  # noqa: F401

@@ -1,8 +1,10 @@
 """torch.distributed set-up for ``torchrun`` launches, and the few collectives the engine uses.
 
 ``torchrun --nproc_per_node=N tools/train.py ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``;
-``init_distributed`` reads them (gloo on CPU, nccl on CUDA). A plain ``python tools/train.py``
-is world size 1 and every helper below is then a no-op.
+``init_distributed`` reads them (gloo on CPU, nccl on CUDA). A torchrun launch joins the process
+group even with one process (``--nproc_per_node=1`` on a one-GPU machine trains through DDP and
+nccl, the same code path as eight GPUs); a plain ``python tools/train.py`` joins none, and every
+helper below is then a no-op.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """True in a torchrun launch (any world size) and whenever several processes run."""
+        return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -56,11 +59,17 @@ def init_distributed(device_name: str) -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    if (world_size > 1 or launched_by_torchrun) and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, device)
+
+
+def backend(info: DistInfo) -> str | None:
+    """The process group's backend (``"nccl"``, ``"gloo"``), or None outside torchrun."""
+    return dist.get_backend() if info.enabled else None
 
 
 def cleanup() -> None:

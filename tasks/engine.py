@@ -391,6 +391,7 @@ class Trainer:
             f"best_{self.task.primary_metric}": self.best_metric,
             "best_step": self.best_step,
             "world_size": self.dist.world_size,
+            "ddp_backend": distributed.backend(self.dist),
             "weights_equal_across_ranks": True,
         }
         self.logger.write_json(METRICS_JSON, summary)

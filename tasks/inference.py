@@ -10,8 +10,10 @@ from the model's own metadata (``tasks/export/metadata.py`` lists the keys).
 >>> model.run_batch(batch_nchw_uint8)                      # raw graph outputs by name
 
 Providers: "auto" tries TensorRT, then CUDA, then CPU; "tensorrt", "cuda" and "cpu" ask for
-one. A GPU provider that is listed but cannot run (no GPU, no CUDA libraries) gives a warning
-and the CPU, never a crash; ``model.provider`` says which one really runs.
+one. A GPU provider that is listed but cannot run (no GPU, no CUDA or TensorRT libraries) gives
+a warning and the next one in that order (TensorRT -> CUDA -> CPU), never a crash;
+``model.provider`` says which one really runs. On a GPU provider, inputs are copied once and
+outputs are bound on the device (IO binding).
 """
 
 from __future__ import annotations
@@ -59,21 +61,26 @@ def create_session(
     options.intra_op_num_threads = threads or physical_cores()
     options.log_severity_level = 3  # errors only: GPU providers failing to load are handled below
     available = ort.get_available_providers()
-    wanted = [p for p in PROVIDER_CHOICES[provider] if p in available] or [CPU]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            session = ort.InferenceSession(str(path), options, providers=wanted)
-    except Exception as err:  # a listed GPU provider whose libraries or device are missing
-        if wanted == [CPU]:
-            raise
-        warnings.warn(
-            f"{wanted[0]} failed to start ({str(err).splitlines()[0]}); using CPU", stacklevel=2
-        )
-        return ort.InferenceSession(str(path), options, providers=[CPU])
+    chain = [p for p in PROVIDER_CHOICES[provider] if p in available] or [CPU]
+    if chain != [CPU] and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels: this module imports no torch
+    skipped: list[str] = []  # GPU providers that could not run, in the order tried
+    for first in range(len(chain)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                session = ort.InferenceSession(str(path), options, providers=chain[first:])
+        except Exception as err:  # a listed GPU provider whose libraries or device are missing
+            if chain[first:] == [CPU]:
+                raise
+            skipped.append(f"{chain[first]} failed to start ({str(err).splitlines()[0]})")
+            continue
+        if session.get_providers()[0] != chain[first]:  # ORT dropped it and fell back itself
+            skipped.append(f"{chain[first]} is not usable here")
+        break
     active = session.get_providers()[0]
-    if provider != "cpu" and active != wanted[0]:
-        warnings.warn(f"{wanted[0]} is not usable here; running on {active}", stacklevel=2)
+    if skipped:
+        warnings.warn("; ".join(skipped) + f"; running on {active}", stacklevel=2)
     elif provider in ("cuda", "tensorrt") and active == CPU:
         warnings.warn(f"provider={provider!r} is not available here; running on CPU", stacklevel=2)
     return session
@@ -120,7 +127,7 @@ class OnnxModel:
         self.input = self.metadata["input"]
         self.outputs: list[str] = [o.name for o in self.session.get_outputs()]
         self.dtype = DTYPES[self.input["dtype"]]
-        self._binding = self.provider == CUDA  # io binding only where the CUDA EP really runs
+        self._binding = self.provider in (TRT, CUDA)  # io binding only where a GPU EP runs
 
     # ---- raw batches ------------------------------------------------------------------
     def check_batch(self, batch: np.ndarray) -> np.ndarray:

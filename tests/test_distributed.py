@@ -63,6 +63,21 @@ def test_torchrun_two_processes_keep_weights_equal(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["world_size"] == 2 and summary["weights_equal_across_ranks"] is True
+    assert summary["ddp_backend"] == "gloo"
     assert summary["step"] == 16  # 256 images / 2 ranks / batch 32 = 4 steps per epoch
     assert summary["accuracy"] > 0.5
     assert not list(tmp_path.glob("runs*"))  # only rank 0's folder, where asked
+
+
+@pytest.mark.slow
+def test_torchrun_one_process_still_trains_through_ddp(tmp_path: Path) -> None:
+    """``--nproc_per_node=1`` (a one-GPU machine) joins the process group: the DDP path runs."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun), "--standalone", "--nproc_per_node=1", str(ROOT / "tools" / "train.py"),
+        "--task", "_toy", "--out", str(tmp_path / "run"), "--quiet", "train.epochs=1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["world_size"] == 1 and summary["ddp_backend"] == "gloo"

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tasks import TASKS
+from tasks import TASKS, load_model
 from tasks.checkpoint import save_weights, weights_metadata
 from tasks.config import config_to_yaml, load_config
 from tasks.export import parity
@@ -112,3 +112,18 @@ def test_fp16_model_loads_and_agrees_with_fp32(tmp_path, capsys, task_name):
         np.testing.assert_allclose(a["probs"], b["probs"], atol=1e-2)
     else:
         assert b["boxes"].dtype == np.float32 and b["boxes"].shape[1] == 4
+
+
+def test_detection_graph_sizes_images_like_eager_at_awkward_sizes(tmp_path, capsys):
+    """A 97 px short side scaled to min_size 96 is 95.99999 px in float32 arithmetic: the graph
+    must size images in float64 as torchvision does, or every box of such an image moves."""
+    ckpt = make_checkpoint(tmp_path, "detect")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    model, _ = load_model(ckpt)
+    onnx_model = OnnxModel(out, provider="cpu")
+    for h, w in ((130, 97), (121, 200)):
+        x = torch.randint(0, 256, (1, 3, h, w), generator=torch.Generator().manual_seed(h),
+                          dtype=torch.uint8)  # fmt: skip
+        row = parity.compare_detections(model, x, onnx_model.run_batch(x.numpy()))
+        assert row.ok, f"{h}x{w}: {row.detail}"

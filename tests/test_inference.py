@@ -22,6 +22,7 @@ from tasks.export.spec import build_export
 from tasks.inference import OnnxModel
 
 SIZE = 32
+CUDA_RUNS = torch.cuda.is_available() and inference.CUDA in ort.get_available_providers()
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,27 @@ def test_gpu_provider_that_fails_to_start_falls_back_to_cpu(exported, monkeypatc
     assert model.provider == inference.CPU and not model._binding
 
 
+def test_tensorrt_that_fails_to_start_falls_back_to_cuda_then_cpu(exported, monkeypatch):
+    real = ort.InferenceSession
+    tried = []
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.TRT, inference.CUDA,
+                                                                 inference.CPU])  # fmt: skip
+
+    def session(path, options, providers):  # noqa: ANN001, ANN202
+        tried.append(providers[0])
+        if inference.TRT in providers:
+            raise RuntimeError("libnvinfer.so.10: cannot open shared object file")
+        return real(path, options, providers=[inference.CPU])  # CUDA dropped, as ORT does
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with pytest.warns(UserWarning, match="TensorrtExecutionProvider failed to start.*libnvinfer"
+                      ".*CUDAExecutionProvider is not usable here; running on CPU"):  # fmt: skip
+        model = OnnxModel(exported[0], provider="tensorrt")
+    assert tried == [inference.TRT, inference.CUDA]
+    assert model.provider == inference.CPU
+
+
+@pytest.mark.skipif(CUDA_RUNS, reason="CUDA really runs here (tests/test_cuda.py covers it)")
 def test_gpu_provider_listed_but_inactive_warns(exported, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.CUDA, inference.CPU])
     with pytest.warns(UserWarning, match="running on CPU"):  # no GPU here: ORT drops CUDA

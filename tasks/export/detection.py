@@ -33,7 +33,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import roi_align
 from torchvision.ops.poolers import initLevelMapper
 
-from tasks.export.wrappers import ResizeTo
+from tasks.export.wrappers import ResizeTo, scale64
 
 
 class BatchedNMS(torch.autograd.Function):
@@ -121,10 +121,11 @@ class DetectorExport(nn.Module):
         """Normalised, resized, padded batch and the resized (unpadded) height and width."""
         x = (images.float() / 255.0 - self.mean) / self.std
         h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
-        short, long = torch.minimum(h, w).double(), torch.maximum(h, w).double()
-        scale = torch.minimum(self.min_size / short, self.max_size / long)  # float64, as eager
-        new_h, new_w = (h.double() * scale).floor().long(), (w.double() * scale).floor().long()
-        x = ResizeTo.apply(x, torch.stack([new_h, new_w]))
+        short, long = torch.minimum(h, w), torch.maximum(h, w)
+        scale = torch.minimum(scale64(self.min_size, short), scale64(self.max_size, long))
+        new_hw = (torch.stack([h, w]).double() * scale).floor().long()  # as eager, in float64
+        x = ResizeTo.apply(x, new_hw)
+        new_h, new_w = new_hw[0], new_hw[1]
         d = self.divisible
         x = nn.functional.pad(x, (0, (d - new_w % d) % d, 0, (d - new_h % d) % d))
         return x, new_h, new_w

@@ -100,9 +100,10 @@ def compare_detections(model: nn.Module, batch: Tensor, got: dict[str, np.ndarra
         total += len(ref["boxes"])
         if not n or not len(ref["boxes"]):
             continue
-        boxes = torch.from_numpy(got["boxes"][i, :n])
-        scores = torch.from_numpy(got["scores"][i, :n])
-        labels = torch.from_numpy(got["labels"][i, :n])
+        boxes, scores, labels = (
+            torch.from_numpy(got[k][i, :n]).to(ref["boxes"].device)
+            for k in ("boxes", "scores", "labels")
+        )
         close = (ref["boxes"][:, None] - boxes[None]).abs().amax(-1) <= BOX_ATOL
         iou = torch.where(close, 1.0, box_iou(ref["boxes"], boxes).nan_to_num(0.0))
         iou[ref["labels"][:, None] != labels[None, :]] = 0

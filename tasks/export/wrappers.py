@@ -15,6 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def scale64(numerator: float, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` as float64 ``[1]``, in eager PyTorch and in the exported graph
+    alike, for image sizes computed as ``floor(side * scale)`` the way torchvision does.
+
+    The TorchScript exporter turns 0-d float64 arithmetic (``number / tensor`` included) into
+    float32, and a size computed in float32 can come out a pixel short of eager's (121 *
+    (128 / 121) is 127.99999 in float32, whose floor is 127), which moves every box or mask of
+    that image. 1-d tensors keep their float64."""
+    return torch.full((1,), float(numerator), dtype=torch.float64) / denominator.reshape(1).double()
+
+
 class ResizeTo(torch.autograd.Function):
     """Bilinear resize (half-pixel centres, no antialiasing) of ``x [B, C, H, W]`` to the size
     held in the tensor ``size [2]``: exported as one ONNX ``Resize`` with ``sizes``, so the
@@ -107,7 +118,7 @@ class SegmentExport(nn.Module):
         x = (images.float() / 255.0 - self.mean) / self.std
         if self.max_size:
             h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
-            scale = torch.clamp(self.max_size / torch.maximum(h, w).double(), max=1.0)
+            scale = torch.clamp(scale64(self.max_size, torch.maximum(h, w)), max=1.0)
             x = ResizeTo.apply(x, torch.stack([h, w]).double().mul(scale).round().clamp(min=1))
         logits = self._logits(x)
         if self.flip:
