@@ -42,6 +42,9 @@ class Task(ABC):
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self.class_names: list[str] = []
+        # Fraction of the training run done (0..1; of the time budget when there is one), set
+        # by the engine before every optimizer step: for schedules a task owns (image size).
+        self.progress = 0.0
 
     @abstractmethod
     def build_datasets(self) -> tuple[Dataset, Dataset]:

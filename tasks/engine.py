@@ -234,6 +234,7 @@ class Trainer:
         cfg = self.cfg
         p = progress(self.step + 1, self.total_steps, self._synced_elapsed, self.budget_s)
         lr = lr_at(p, peak=cfg.lr, warmup=cfg.warmup, kind=cfg.schedule)
+        self.task.progress = p
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self._lr = lr

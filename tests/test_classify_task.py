@@ -13,7 +13,7 @@ from PIL import Image
 from heads.classification import ClassifierHead
 from tasks import TASKS
 from tasks.classify.metrics import confusion_matrix, topk_correct
-from tasks.config import load_config
+from tasks.config import ConfigError, load_config
 from tasks.engine import Trainer
 
 NO_CACHE = "data.cache_dir=''"  # keep tests out of ~/.cache
@@ -115,3 +115,34 @@ def test_synthetic_training_through_engine_beats_chance(tmp_path):
     saved = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert saved == out and len(out[0]["top"]) == 5
     assert abs(sum(t["prob"] for t in out[0]["top"]) - 1) < 0.5
+
+
+def test_progressive_resizing_follows_the_run_progress(tmp_path):
+    """data.progressive: training batches are 8 px for the first half of the steps (the engine
+    sets task.progress before each step), then 16 px; evaluation stays at image_size."""
+    torch.set_num_threads(1)
+    cfg = make_cfg(
+        "data.image_size=16", "data.synthetic_train_per_class=16",
+        "data.synthetic_val_per_class=4", "data.progressive=[[0, 8], [0.5, 16]]",
+        "train.epochs=4", "train.batch_size=32", "train.checkpoint_minutes=0",
+    )  # fmt: skip
+    task = TASKS.create("classify", cfg=cfg)
+    trainer = Trainer(task, tmp_path / "run", quiet=True)
+    sizes: list[tuple[bool, int]] = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args: sizes.append((module.training, args[0].shape[-1]))
+    )
+    trainer.train()
+    train_sizes = [size for training, size in sizes if training]
+    assert len(train_sizes) == 20  # 160 images / 32 per step x 4 epochs
+    assert train_sizes == [8] * 9 + [16] * 11  # step k runs at progress k / 20
+    assert {size for training, size in sizes if not training} == {16}
+
+
+@pytest.mark.parametrize(
+    "schedule", ["[[0.1, 8]]", "[[0, 8], [0, 16]]", "[[0, 8], [1.0, 16]]", "[[0, 33]]",
+                 "[[0, 8.5]]", "[[0, 8, 16]]"],
+)  # fmt: skip
+def test_bad_progressive_schedule_is_a_config_error(schedule):
+    with pytest.raises(ConfigError, match="data.progressive=.*expected \\[\\[fraction, size\\]"):
+        TASKS.create("classify", cfg=make_cfg(f"data.progressive={schedule}"))

@@ -39,6 +39,9 @@ class ClassifyDataConfig:
     )
     pad: int = 4  # pixels of reflect padding for the "cifar" preset
     crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # noqa: UP006 - RRC area
+    # progressive resizing: [[fraction, size], ...] trains on size x size px from that fraction
+    # of the run on (e.g. [[0, 16], [0.25, 24], [0.5, 32]]); [] = always image_size
+    progressive: List[List[float]] = field(default_factory=list)  # noqa: UP006
     mixup: float = 0.0  # mixup alpha; 0 = off
     cutmix: float = 0.0  # cutmix alpha; 0 = off
     tta_flip: bool = False  # average logits of the image and its mirror at evaluation

@@ -37,6 +37,26 @@ from tasks.images import DataError, read_image_rgb
 from tasks.plots import plot_confusion
 
 
+def progressive_sizes(schedule: list[list[float]], image_size: int) -> list[tuple[float, int]]:
+    """``data.progressive`` checked: ``[(start fraction, size), ...]`` starting at 0, fractions
+    increasing in [0, 1), sizes in 1..image_size; ``[]`` -> ``[(0.0, image_size)]``."""
+    if not schedule:
+        return [(0.0, image_size)]
+    error = ConfigError(
+        f"data.progressive={list(schedule)}: expected [[fraction, size], ...] with fractions "
+        f"rising from 0 (below 1) and whole sizes in 1..{image_size} (data.image_size)"
+    )
+    steps = []
+    for item in schedule:
+        if len(item) != 2 or not 0 <= item[0] < 1 or item[1] not in range(1, image_size + 1):
+            raise error
+        steps.append((float(item[0]), int(item[1])))
+    starts = [start for start, _ in steps]
+    if starts[0] != 0 or starts != sorted(set(starts)):
+        raise error
+    return steps
+
+
 @TASKS.register("classify")
 class ClassifyTask(Task):
     """Single-label image classification; ``primary_metric`` is held-out top-1 (a fraction)."""
@@ -53,6 +73,7 @@ class ClassifyTask(Task):
             )
         self._mixup = None
         self.skipped = 0  # unreadable files left out (data.skip_bad=true)
+        self._sizes = progressive_sizes(cfg.data.progressive, cfg.data.image_size)
 
     # ---- data -------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Dataset, Dataset]:
@@ -143,6 +164,9 @@ class ClassifyTask(Task):
         x = augment_batch(
             images, d.augment, pad=d.pad, size=d.image_size, scale=tuple(d.crop_scale)
         ).float()
+        size = next(size for start, size in reversed(self._sizes) if self.progress >= start)
+        if size != x.shape[-1]:  # progressive resizing: cheaper steps early in the run
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         mixer = self._mixer()
         if mixer is not None and len(x) % 2 == 0:
             x, labels = mixer(x, labels)
