@@ -34,7 +34,7 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        """True in a torchrun launch (any world size) and whenever several processes run."""
+        """True once a process group is joined (every torchrun launch, one process included)."""
         return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
 
 

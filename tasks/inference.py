@@ -81,8 +81,9 @@ def create_session(
     active = session.get_providers()[0]
     if skipped:
         warnings.warn("; ".join(skipped) + f"; running on {active}", stacklevel=2)
-    elif provider in ("cuda", "tensorrt") and active == CPU:
-        warnings.warn(f"provider={provider!r} is not available here; running on CPU", stacklevel=2)
+    elif provider != "auto" and active != PROVIDER_CHOICES[provider][0]:
+        wanted = PROVIDER_CHOICES[provider][0]
+        warnings.warn(f"{wanted} is not available here; running on {active}", stacklevel=2)
     return session
 
 

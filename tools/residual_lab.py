@@ -128,6 +128,7 @@ def _run_curves(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     from tasks.residual.gradients import measure
 
     model, task = load_model(run_dir)
+    task.progress = 1.0  # probe at the end-of-training image size (data.progressive)
     batch = _probe_batch(task, args.batch, args.seed)
     device = torch.device("cpu")
 
