@@ -18,9 +18,12 @@ outputs are bound on the device (IO binding).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,17 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@contextlib.contextmanager
+def _ort_quiet() -> Iterator[None]:
+    """ORT's process-wide logger at "fatal only" for a while: a GPU provider that cannot load
+    logs errors before the session's own severity applies; the caller warns once instead."""
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)  # ORT's default: warnings and above
+
+
 def create_session(
     path: str | Path, provider: str = "auto", threads: int | None = None
 ) -> ort.InferenceSession:
@@ -66,8 +80,8 @@ def create_session(
         ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels: this module imports no torch
     skipped: list[str] = []  # GPU providers that could not run, in the order tried
     for first in range(len(chain)):
-        try:
-            with warnings.catch_warnings():
+        try:  # ORT's own fallback notice (printed) and error logs give way to one warning
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _ort_quiet():
                 warnings.simplefilter("ignore")
                 session = ort.InferenceSession(str(path), options, providers=chain[first:])
         except Exception as err:  # a listed GPU provider whose libraries or device are missing
@@ -76,7 +90,7 @@ def create_session(
             skipped.append(f"{chain[first]} failed to start ({str(err).splitlines()[0]})")
             continue
         if session.get_providers()[0] != chain[first]:  # ORT dropped it and fell back itself
-            skipped.append(f"{chain[first]} is not usable here")
+            skipped.append(f"{chain[first]} is not usable here (no GPU, or its libraries missing)")
         break
     active = session.get_providers()[0]
     if skipped:
