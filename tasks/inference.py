@@ -19,6 +19,7 @@ outputs are bound on the device (IO binding).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -50,6 +51,14 @@ def physical_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@functools.cache
+def _preload_gpu_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* wheels once per process (this module imports no
+    torch, which would otherwise have loaded them)."""
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+
+
 @contextlib.contextmanager
 def _ort_quiet() -> Iterator[None]:
     """ORT's process-wide logger at "fatal only" for a while: a GPU provider that cannot load
@@ -76,8 +85,8 @@ def create_session(
     options.log_severity_level = 3  # errors only: GPU providers failing to load are handled below
     available = ort.get_available_providers()
     chain = [p for p in PROVIDER_CHOICES[provider] if p in available] or [CPU]
-    if chain != [CPU] and hasattr(ort, "preload_dlls"):
-        ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels: this module imports no torch
+    if chain != [CPU]:
+        _preload_gpu_libraries()
     skipped: list[str] = []  # GPU providers that could not run, in the order tried
     for first in range(len(chain)):
         try:  # ORT's own fallback notice (printed) and error logs give way to one warning

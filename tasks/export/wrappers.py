@@ -118,11 +118,12 @@ class SegmentExport(nn.Module):
         x = (images.float() / 255.0 - self.mean) / self.std
         if self.max_size:
             h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
+            hw = torch.stack([h, w])  # the input size, which the logits return to
             scale = torch.clamp(scale64(self.max_size, torch.maximum(h, w)), max=1.0)
-            x = ResizeTo.apply(x, torch.stack([h, w]).double().mul(scale).round().clamp(min=1))
+            x = ResizeTo.apply(x, hw.double().mul(scale).round().clamp(min=1))
         logits = self._logits(x)
         if self.flip:
             logits = (logits + self._logits(x.flip(3)).flip(3)) / 2
         if self.max_size:
-            logits = ResizeTo.apply(logits, torch.stack([h, w]))
+            logits = ResizeTo.apply(logits, hw)
         return logits, logits.argmax(1)
