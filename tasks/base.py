@@ -14,6 +14,7 @@ logging; it never assumes one loss or one metric. A task supplies everything els
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -93,6 +94,15 @@ class Task(ABC):
         """Runs ``model`` (eval mode) on image files for ``tools/predict.py``: prints one line
         per image and, when ``out_dir`` is given, writes the task's outputs there."""
         raise NotImplementedError(f"task {self.name!r} does not implement predict()")
+
+
+def write_predictions(out_dir: Path | None, results: list[dict[str, Any]]) -> None:
+    """``out_dir/predictions.json`` (the folder made if needed) for ``Task.predict``; nothing
+    when ``out_dir`` is None (``tools/predict.py`` without ``--out`` only prints)."""
+    if out_dir is None:
+        return
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "predictions.json").write_text(json.dumps(results, indent=2))
 
 
 TASKS: Registry[type[Task]] = Registry("task")

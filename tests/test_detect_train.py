@@ -67,3 +67,6 @@ def test_short_synthetic_training_learns(tmp_path):
     drawn = np.asarray(Image.open(tmp_path / "pred" / "in.png"))
     assert drawn.shape == (64, 64, 3) and not np.array_equal(drawn, np.asarray(Image.open(image)))
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]["detections"]
+    before = sorted(tmp_path.rglob("*"))
+    printed = task.predict(model, [image], None, torch.device("cpu"), score_thresh=0.0)
+    assert printed[0]["detections"] and sorted(tmp_path.rglob("*")) == before  # no --out

@@ -60,3 +60,7 @@ def test_short_training_beats_all_background(tmp_path):
     mask = Image.open(out[0]["mask"])
     assert mask.mode == "P" and mask.size == (41, 50)
     assert np.asarray(mask).max() < 4
+    before = sorted(tmp_path.rglob("*"))
+    printed = task.predict(model, [tmp_path / "x.jpg"], None, torch.device("cpu"))
+    assert printed[0]["fractions"] == out[0]["fractions"] and "mask" not in printed[0]
+    assert sorted(tmp_path.rglob("*")) == before  # no --out: printed, nothing written

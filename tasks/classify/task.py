@@ -8,7 +8,6 @@ runs backbone + head -> cross-entropy with label smoothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from backbones import create_backbone
 from heads.classification import ClassifierHead
-from tasks.base import TASKS, Task
+from tasks.base import TASKS, Task, write_predictions
 from tasks.classify.augment import PRESETS, augment_batch
 from tasks.classify.config import ClassifyConfig
 from tasks.classify.data import (
@@ -242,7 +241,5 @@ class ClassifyTask(Task):
             results.append({"image": str(path), "top": top})
             shown = ", ".join(f"{t['class']} {t['prob']:.3f}" for t in top)
             print(f"{path}: {shown}")
-        if out_dir is not None:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            (Path(out_dir) / "predictions.json").write_text(json.dumps(results, indent=2))
+        write_predictions(out_dir, results)
         return results

@@ -9,7 +9,6 @@ AP50 cannot see; ``AP50`` is reported beside it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from backbones import create_backbone
 from heads.detection import DETECTION_HEADS, Detector
-from tasks.base import TASKS, Task
+from tasks.base import TASKS, Task, write_predictions
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.detect.augment import build_augment
 from tasks.detect.config import DetectConfig
@@ -203,22 +202,23 @@ class DetectTask(Task):
         self,
         model: nn.Module,
         image_paths: Sequence[str | Path],
-        out_dir: Path,
+        out_dir: Path | None,
         device: torch.device,
         score_thresh: float = 0.3,
     ) -> list[dict[str, Any]]:
-        """Draws detections scoring >= ``score_thresh`` on each image (``out_dir/<stem>.png``)
-        and writes every detection to ``out_dir/predictions.json`` (boxes x1y1x2y2 pixels)."""
-        out_dir = Path(out_dir)
+        """Prints how many detections score >= ``score_thresh`` per image; with ``out_dir``,
+        draws them (``out_dir/<stem>.png``) and writes every detection to
+        ``out_dir/predictions.json`` (boxes x1y1x2y2 pixels)."""
         results = []
         for path in image_paths:
             image = torch.from_numpy(read_image_rgb(path)).permute(2, 0, 1)
             pred = self.detect(model, [image.to(device).float() / 255])[0]
             pred = {k: v.cpu() for k, v in pred.items()}
-            save_image(
-                draw_detections(image, pred, self.class_names, score_thresh=score_thresh),
-                out_dir / f"{Path(path).stem}.png",
-            )
+            if out_dir is not None:
+                save_image(
+                    draw_detections(image, pred, self.class_names, score_thresh=score_thresh),
+                    Path(out_dir) / f"{Path(path).stem}.png",
+                )
             objects = [
                 dict(
                     box=[round(v, 2) for v in b.tolist()],
@@ -230,6 +230,5 @@ class DetectTask(Task):
             results.append(dict(image=str(path), detections=objects))
             shown = sum(o["score"] >= score_thresh for o in objects)
             print(f"{path}: {shown} detections >= {score_thresh}")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "predictions.json").write_text(json.dumps(results, indent=2))
+        write_predictions(out_dir, results)
         return results

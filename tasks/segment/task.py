@@ -11,7 +11,6 @@ cross-entropy (+ Dice) on logits at input resolution. Evaluation runs whole imag
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 
 from backbones import create_backbone
 from heads.segmentation import SEG_HEADS, FCNAuxHead, SegmentationLoss, SegmentationModel
-from tasks.base import TASKS, Task
+from tasks.base import TASKS, Task, write_predictions
 from tasks.config import ConfigError
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.images import DataError, read_image_rgb
@@ -244,14 +243,12 @@ class SegmentTask(Task):
         self,
         model: nn.Module,
         image_paths: Sequence[str | Path],
-        out_dir: Path,
+        out_dir: Path | None,
         device: torch.device,
     ) -> list[dict[str, Any]]:
-        """Writes ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour)
-        and ``<stem>_overlay.png`` per image into ``out_dir``, plus ``predictions.json`` with
-        each image's class pixel fractions."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        """Prints each image's class pixel fractions; with ``out_dir``, writes
+        ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour) and
+        ``<stem>_overlay.png`` per image there, plus ``predictions.json``."""
         d = self.cfg.data
         transform = build_transform(train=False, ignore_index=d.ignore_index)
         colours = draw.palette(len(self.class_names), d.ignore_index)
@@ -263,28 +260,22 @@ class SegmentTask(Task):
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
             pred = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
-            mask_img = Image.fromarray(pred, mode="P")
-            mask_img.putpalette(colours[:256].flatten().tolist())
-            mask_path, overlay_path = (
-                out_dir / f"{path.stem}_mask.png",
-                out_dir / f"{path.stem}_overlay.png",
-            )
-            mask_img.save(mask_path)
-            Image.fromarray(draw.overlay(image, pred, colours)).save(overlay_path)
             counts = np.bincount(pred.ravel(), minlength=len(self.class_names)) / pred.size
             fractions = {
                 n: round(float(c), 4)
                 for n, c in zip(self.class_names, counts, strict=True)
                 if c > 0
             }
-            results.append(
-                {
-                    "image": str(path),
-                    "mask": str(mask_path),
-                    "overlay": str(overlay_path),
-                    "fractions": fractions,
-                }
-            )
+            result = {"image": str(path), "fractions": fractions}
+            if out_dir is not None:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                result["mask"] = str(Path(out_dir) / f"{path.stem}_mask.png")
+                result["overlay"] = str(Path(out_dir) / f"{path.stem}_overlay.png")
+                mask_img = Image.fromarray(pred, mode="P")
+                mask_img.putpalette(colours[:256].flatten().tolist())
+                mask_img.save(result["mask"])
+                Image.fromarray(draw.overlay(image, pred, colours)).save(result["overlay"])
+            results.append(result)
             print(f"{path}: {fractions}")
-        (out_dir / "predictions.json").write_text(json.dumps(results, indent=2))
+        write_predictions(out_dir, results)
         return results
