@@ -288,6 +288,14 @@ _R50 = ResNetSpec("resnet50", Bottleneck, (3, 4, 6, 3), doc="ResNet-50 (torchvis
 _R101 = replace(_R50, name="resnet101", layers=(3, 4, 23, 3), doc="ResNet-101.")
 IMAGENET_SPECS = (
     ResNetSpec("resnet18", BasicBlock, (2, 2, 2, 2), doc="ResNet-18 (torchvision layout)."),
+    ResNetSpec(
+        "resnet18_w24",
+        BasicBlock,
+        (2, 2, 2, 2),
+        planes=(24, 48, 96, 192),
+        doc="ResNet-18 at 3/8 width (24-192 channels, ~1/7 of the FLOPs, 1.6 M parameters): "
+        "for training from scratch on a CPU budget; no torchvision/timm checkpoint exists.",
+    ),
     ResNetSpec("resnet34", BasicBlock, (3, 4, 6, 3), doc="ResNet-34 (torchvision layout)."),
     _R50,
     _R101,

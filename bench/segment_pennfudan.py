@@ -5,9 +5,9 @@ for ``--minutes`` of wall-clock training each, and are scored the same way: mIoU
 background) over the whole held-out images at full resolution, one confusion matrix.
 
 - resvision: ``tools/train.py --task segment --config configs/segment/pennfudan.yaml``
-  (ResNet-18 DeepLabV3+ at output stride 32 with a 64-channel decoder, trained on images
-  shrunk to 320 px and scored at full resolution; aux loss, Dice, scale/crop/flip/colour
-  augmentation, flip TTA).
+  (DeepLabV3+ on ResNet-18 at 3/8 width, output stride 32, 64-channel decoder, trained on
+  images shrunk to 384 px held in memory and scored at full resolution; aux loss, Dice,
+  scale/crop/flip/colour augmentation, flip TTA).
 - plain:     ``smp.DeepLabV3Plus("resnet18", encoder_weights=None)``, random 256 crops +
              flip, cross-entropy, AdamW lr 1e-3 constant, batch 8 (what a user writes first).
 

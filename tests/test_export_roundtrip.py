@@ -69,12 +69,16 @@ def test_dynamic_export_matches_pytorch(tmp_path, capsys, task_name):
 
 
 def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
-    """data.max_size=48: the graph shrinks 64-pixel images to 48, runs, and answers at 64."""
-    ckpt = make_checkpoint(tmp_path, "segment", "data.max_size=48", "model.channels=64")
+    """data.max_size=48: the graph shrinks 64-pixel images to 48, runs at 48 and 60 px
+    (multi-scale TTA) and answers at 64; parity with eager is checked at three sizes."""
+    ckpt = make_checkpoint(
+        tmp_path, "segment", "data.max_size=48", "model.channels=64", "data.eval_scales=[1,1.25]"
+    )
     out = tmp_path / "model.onnx"
     assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
     assert capsys.readouterr().out.count(" ok") == 3
-    assert read_metadata(onnx.load(str(out)))["preprocess"]["resize"] == "longest_side"
+    preprocess = read_metadata(onnx.load(str(out)))["preprocess"]
+    assert preprocess["resize"] == "longest_side" and preprocess["scales"] == [1.0, 1.25]
     labels = OnnxModel(out, provider="cpu")(np.zeros((70, 90, 3), np.uint8))[0]["labels"]
     assert labels.shape == (70, 90)
 

@@ -44,14 +44,38 @@ def _folder(root: Path, sizes=((20, 30), (25, 17), (31, 31))) -> Path:
     return root
 
 
-def _dataset(root: Path, num_classes: int = 3, palette=None) -> SegmentationDataset:
+def _dataset(
+    root: Path, num_classes: int = 3, palette=None, in_memory: bool = False
+) -> SegmentationDataset:
     from tasks.segment.augment import build_transform
 
     source = open_source(str(root), "train", ignore_index=255, palette=palette)
     return SegmentationDataset(
         source, num_classes=num_classes, ignore_index=255,
-        transform=build_transform(train=False, ignore_index=255),
+        transform=build_transform(train=False, ignore_index=255), in_memory=in_memory,
     )  # fmt: skip
+
+
+def test_in_memory_samples_equal_decoded_ones_and_skip_the_files(tmp_path):
+    root = _folder(tmp_path / "d")
+    plain, cached = _dataset(root), _dataset(root, in_memory=True)
+    decoded = [plain[i] for i in range(len(plain))]
+    for i in range(len(cached)):  # the first epoch fills the cache
+        cached[i]
+    for path in (root / "images").iterdir():  # later epochs must not need the files
+        path.unlink()
+    for i, (image, mask) in enumerate(decoded):
+        again_image, again_mask = cached[i]
+        assert torch.equal(again_image, image) and torch.equal(again_mask, mask)
+    with pytest.raises(Exception, match="im0"):
+        plain[0]  # the uncached dataset still reads from disk
+
+
+def test_ignore_index_must_be_a_mask_value():
+    cfg = SegmentConfig()
+    cfg.data.ignore_index = -1
+    with pytest.raises(ConfigError, match="data.ignore_index=-1: expected a mask value"):
+        SegmentTask(cfg)
 
 
 def test_folder_pairs_palette_and_index_masks(tmp_path):

@@ -54,6 +54,20 @@ def test_max_size_runs_the_model_at_the_training_scale_and_answers_at_input_size
     assert model.seen == [(100, 60)]
 
 
+def test_scales_average_the_logits_of_each_scale_resized_back():
+    assert scaled_size(100, 60, 50, 1.5) == (75, 45)  # shrink to 50, then 1.5x
+    assert scaled_size(100, 60, 0, 0.5) == (50, 30)
+    model, x = PixelModel(), torch.randn(1, 3, 100, 60)
+    logits = predict_logits(model, x, multiple=1, max_size=50, scales=(1.0, 1.5))
+    assert model.seen == [(50, 30), (75, 45)] and logits.shape == (1, 4, 100, 60)
+
+    def resize(t: Tensor, size: tuple[int, int]) -> Tensor:
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    expected = sum(resize(model.conv(resize(x, size)), (100, 60)) for size in ((50, 30), (75, 45)))
+    torch.testing.assert_close(logits, expected / 2)
+
+
 def test_export_module_shrinks_to_max_size_like_eager_inference():
     cfg = SegmentConfig()
     cfg.model.backbone, cfg.model.head, cfg.model.channels = "resnet18", "deeplabv3plus", 32
@@ -65,6 +79,13 @@ def test_export_module_shrinks_to_max_size_like_eager_inference():
     assert model.head.classifier.in_channels == 32  # model.channels reached the decoder
     image = torch.randint(0, 256, (1, 3, 64, 52), dtype=torch.uint8)
     export = SegmentExport(model, MEAN, STD, multiple=16, max_size=40).eval()
+    _assert_export_matches_eager(export, task, model, image)
+    cfg.data.eval_flip, cfg.data.eval_scales = True, [1.0, 1.3]  # flip + multi-scale TTA
+    export = SegmentExport(model, MEAN, STD, 16, True, 40, cfg.data.eval_scales).eval()
+    _assert_export_matches_eager(export, task, model, image)
+
+
+def _assert_export_matches_eager(export, task, model, image):
     with torch.no_grad():
         logits, labels = export(image)
         mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)

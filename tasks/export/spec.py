@@ -62,13 +62,17 @@ def build_export(model: nn.Module, task: Task) -> ExportSpec:
         if cfg.data.eval_window:
             print(f"note: data.eval_window={cfg.data.eval_window} is not exported (one pass)")
         return ExportSpec(
-            SegmentExport(model, MEAN, STD, multiple, cfg.data.eval_flip, cfg.data.max_size).eval(),
+            SegmentExport(
+                model, MEAN, STD, multiple, cfg.data.eval_flip, cfg.data.max_size,
+                cfg.data.eval_scales,
+            ).eval(),
             ("logits", "labels"),
             {"logits": {0: "batch", 2: "height", 3: "width"},
              "labels": {0: "batch", 1: "height", 2: "width"}},
             (size, size),
             {"resize": "longest_side" if cfg.data.max_size else "none",
-             "max_size": cfg.data.max_size, "pad_multiple": multiple, "mean": list(MEAN),
+             "max_size": cfg.data.max_size, "scales": list(cfg.data.eval_scales),
+             "pad_multiple": multiple, "mean": list(MEAN),
              "std": list(STD), "units": "0..1"},
         )  # fmt: skip
     if task.name == "detect":

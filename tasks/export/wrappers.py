@@ -91,8 +91,9 @@ class SegmentExport(nn.Module):
 
     Pixels are scaled to 0..1 and normalised with ``mean``/``std`` (0..1 units); with
     ``max_size`` the image is shrunk so its longest side is at most that (the training scale),
-    then padded right/bottom to the backbone's largest stride, run once (plus the mirror
-    image when ``flip``), cropped, and the logits resized back to H x W: the same steps as
+    and each factor of ``scales`` resizes it from there; each resized image is padded
+    right/bottom to the backbone's largest stride, run once (plus the mirror image when
+    ``flip``), cropped, and its logits resized back to H x W and averaged: the same steps as
     ``tasks.segment.infer.predict_logits``.
     """
 
@@ -104,26 +105,36 @@ class SegmentExport(nn.Module):
         multiple: int,
         flip: bool = False,
         max_size: int = 0,
+        scales: Sequence[float] = (1.0,),
     ) -> None:
         super().__init__()
         self.model, self.multiple, self.flip, self.max_size = model, multiple, flip, max_size
+        self.scales = tuple(float(f) for f in scales)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def _logits(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]
-        return self.model(pad_to_multiple(x, self.multiple)).preds[:, :, :h, :w]
+        logits = self.model(pad_to_multiple(x, self.multiple)).preds[:, :, :h, :w]
+        if self.flip:
+            mirrored = self.model(pad_to_multiple(x.flip(3), self.multiple)).preds
+            logits = (logits + mirrored[:, :, :h, :w].flip(3)) / 2
+        return logits
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = (images.float() / 255.0 - self.mean) / self.std
+        if not self.max_size and self.scales == (1.0,):
+            logits = self._logits(x)
+            return logits, logits.argmax(1)
+        h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
+        hw = torch.stack([h, w])  # the input size, which the logits return to
+        scale = torch.ones(1, dtype=torch.float64)
         if self.max_size:
-            h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
-            hw = torch.stack([h, w])  # the input size, which the logits return to
             scale = torch.clamp(scale64(self.max_size, torch.maximum(h, w)), max=1.0)
-            x = ResizeTo.apply(x, hw.double().mul(scale).round().clamp(min=1))
-        logits = self._logits(x)
-        if self.flip:
-            logits = (logits + self._logits(x.flip(3)).flip(3)) / 2
-        if self.max_size:
-            logits = ResizeTo.apply(logits, hw)
+        total = None
+        for factor in self.scales:
+            size = hw.double().mul(scale * factor).round().clamp(min=1)
+            logits = ResizeTo.apply(self._logits(ResizeTo.apply(x, size)), hw)
+            total = logits if total is None else total + logits
+        logits = total if len(self.scales) == 1 else total / len(self.scales)
         return logits, logits.argmax(1)

@@ -41,6 +41,10 @@ class SegmentDataConfig:
     color_jitter: float = 0.2  # brightness/contrast/saturation strength; 0 = off
     eval_window: int = 0  # sliding-window side in pixels at evaluation/prediction; 0 = whole image
     eval_flip: bool = False  # horizontal-flip test-time augmentation
+    eval_scales: List[float] = field(default_factory=lambda: [1.0])  # noqa: UP006 - multi-scale
+    # TTA: factors on the evaluation scale (max_size), logits averaged; [1.0] = one scale
+    in_memory: bool = False  # keep decoded images and masks in RAM after the first epoch
+    # (about H * W * 4 bytes each, per DataLoader worker): for small data sets on slow CPUs
     synthetic_train: int = 512  # synthetic shapes: training images
     synthetic_val: int = 128  # synthetic shapes: validation images
     synthetic_size: int = 128  # synthetic shapes: image side in pixels

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.images import is_image_file, read_image_rgb
+from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
 
@@ -203,6 +204,9 @@ class SegmentationDataset(Dataset):
     transform: ``(image uint8 [H, W, 3], mask [H, W]) -> (image Tensor[3, H, W], mask
     LongTensor[H, W])`` (see ``tasks.segment.augment``). ``raw(i)`` gives the checked arrays
     before any transform (for drawing).
+    in_memory: keep each decoded, checked pair after its first load (image uint8, mask in the
+    smallest dtype that holds the labels), so later epochs skip JPEG/PNG decoding and COCO
+    rendering; costs about H * W * 4 bytes per sample, in every DataLoader worker.
     """
 
     def __init__(
@@ -212,18 +216,25 @@ class SegmentationDataset(Dataset):
         num_classes: int,
         ignore_index: int,
         transform: Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]],
+        in_memory: bool = False,
     ) -> None:
         self.source, self.transform = source, transform
         self.num_classes, self.ignore_index = num_classes, ignore_index
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if in_memory else None
 
     def __len__(self) -> int:
         return len(self.source)
 
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
         image, mask, where = self.source.load(i)
         check_mask(
             mask, image, num_classes=self.num_classes, ignore_index=self.ignore_index, where=where
         )
+        if self._cache is not None:
+            small = mask_dtype(max(self.ignore_index, self.num_classes - 1))
+            self._cache[i] = image, mask.astype(small)
         return image, mask
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """Whole-image inference for any input size: optional downscale to the training resolution,
-pad to the output stride, optional sliding window and horizontal-flip test-time augmentation,
-then crop back and upsample the logits to the input size.
+pad to the output stride, optional sliding window, horizontal-flip and multi-scale test-time
+augmentation, then crop back and upsample the logits to the input size.
 
 Padding to a multiple of the output stride keeps every feature cell aligned with the same
 pixels as in training crops (bilinear upsampling of an odd-sized map shifts it by a fraction
@@ -8,6 +8,8 @@ of a cell otherwise). Padding uses 0, the normalised mean colour, as the trainin
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,45 +40,22 @@ def _windows(size: int, window: int, step: int) -> list[int]:
     return [*starts, size - window]
 
 
-def scaled_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+def scaled_size(height: int, width: int, max_size: int, factor: float = 1.0) -> tuple[int, int]:
     """(height, width) with the longest side shrunk to ``max_size`` (rounded, as
-    albumentations' ``LongestMaxSize`` does in training); unchanged when already small enough
-    or ``max_size`` is 0."""
+    albumentations' ``LongestMaxSize`` does in training; 0 = no shrinking), then scaled by
+    ``factor`` (multi-scale test-time augmentation); unchanged when the result is the input."""
     scale = max_size / max(height, width) if max_size > 0 else 1.0
-    if scale >= 1.0:
+    scale = min(scale, 1.0) * factor
+    if scale == 1.0:
         return height, width
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: Tensor,
-    *,
-    multiple: int = 32,
-    window: int = 0,
-    overlap: float = 1 / 3,
-    flip: bool = False,
-    max_size: int = 0,
+def _predict_at_size(
+    model: nn.Module, images: Tensor, multiple: int, window: int, overlap: float, flip: bool
 ) -> Tensor:
-    """Logits Tensor[B, K, H, W] for images Tensor[B, 3, H, W] of any H, W.
-
-    multiple: pad H, W up to a multiple of this (the backbone's largest stride is safe).
-    window:   side of square sliding windows in pixels; 0 = one pass over the whole image.
-              Overlapping windows' logits are averaged.
-    overlap:  fraction of a window shared with its neighbour.
-    flip:     also run the mirrored image and average (horizontal-flip TTA).
-    max_size: run the model on the image shrunk so its longest side is at most this (the
-              scale it was trained at, ``data.max_size``) and upsample the logits back to
-              H x W (bilinear), so predictions and scores are always at input resolution.
-    """
+    """Logits Tensor[B, K, H, W] of ``images`` as they are: one pass or sliding windows."""
     h, w = images.shape[-2:]
-    small = scaled_size(h, w, max_size)
-    if small != (h, w):
-        x = F.interpolate(images, size=small, mode="bilinear", align_corners=False)
-        logits = predict_logits(model, x, multiple=multiple, window=window, overlap=overlap,
-                                flip=flip)  # fmt: skip
-        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     if window <= 0 or (h <= window and w <= window):
         return _forward_tta(model, images, multiple, flip)
     step = max(1, int(window * (1 - overlap)))
@@ -91,3 +70,42 @@ def predict_logits(
             total[..., top : top + window, left : left + window] += logits
             count[..., top : top + window, left : left + window] += 1
     return total / count
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    multiple: int = 32,
+    window: int = 0,
+    overlap: float = 1 / 3,
+    flip: bool = False,
+    max_size: int = 0,
+    scales: Sequence[float] = (1.0,),
+) -> Tensor:
+    """Logits Tensor[B, K, H, W] for images Tensor[B, 3, H, W] of any H, W.
+
+    multiple: pad H, W up to a multiple of this (the backbone's largest stride is safe).
+    window:   side of square sliding windows in pixels; 0 = one pass over the whole image.
+              Overlapping windows' logits are averaged.
+    overlap:  fraction of a window shared with its neighbour.
+    flip:     also run the mirrored image and average (horizontal-flip TTA).
+    max_size: run the model on the image shrunk so its longest side is at most this (the
+              scale it was trained at, ``data.max_size``) and upsample the logits back to
+              H x W (bilinear), so predictions and scores are always at input resolution.
+    scales:   factors on that scale (multi-scale TTA, e.g. ``(1.0, 1.25)``); the logits of
+              every scale, resized back to H x W, are averaged.
+    """
+    h, w = images.shape[-2:]
+    total: Tensor | None = None
+    for factor in scales:
+        size = scaled_size(h, w, max_size, factor)
+        x = images
+        if size != (h, w):
+            x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        logits = _predict_at_size(model, x, multiple, window, overlap, flip)
+        if size != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        total = logits if total is None else total + logits
+    return total if len(scales) == 1 else total / len(scales)

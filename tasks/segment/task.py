@@ -72,6 +72,16 @@ class SegmentTask(Task):
         for key, value in sizes.items():
             if value < 0:
                 raise ConfigError(f"{key}={value}: expected a size >= 0 (0 = off / default)")
+        if not cfg.data.eval_scales or min(cfg.data.eval_scales) <= 0:
+            raise ConfigError(
+                f"data.eval_scales={list(cfg.data.eval_scales)}: expected one or more factors "
+                "> 0, e.g. [1.0] (one scale) or [1.0, 1.25]"
+            )
+        if not 0 <= cfg.data.ignore_index <= 65535:  # masks are PNGs: labels are 0..65535
+            raise ConfigError(
+                f"data.ignore_index={cfg.data.ignore_index}: expected a mask value in "
+                "0..65535 (255 is the usual void label)"
+            )
         self._matrix: Tensor | None = None  # confusion matrix of the last evaluate()
 
     # ---- data -------------------------------------------------------------------------
@@ -121,7 +131,7 @@ class SegmentTask(Task):
             ignore_index=d.ignore_index, crop_size=crop, max_size=d.max_size, scale=tuple(d.scale),
             hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
         )  # fmt: skip
-        common = dict(num_classes=k, ignore_index=d.ignore_index)
+        common = dict(num_classes=k, ignore_index=d.ignore_index, in_memory=d.in_memory)
         return (
             SegmentationDataset(train, transform=build_transform(train=True, **aug), **common),
             # Evaluation sees whole images at full resolution: predict_logits shrinks the
@@ -186,7 +196,7 @@ class SegmentTask(Task):
         multiple = max(f.stride for f in model.backbone.feature_info)
         return predict_logits(
             model, images, multiple=multiple, window=d.eval_window, flip=d.eval_flip,
-            max_size=d.max_size,
+            max_size=d.max_size, scales=tuple(d.eval_scales),
         ).float()  # fmt: skip
 
     @torch.no_grad()
