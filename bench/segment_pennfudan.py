@@ -7,7 +7,7 @@ background) over the whole held-out images at full resolution, one confusion mat
 - resvision: ``tools/train.py --task segment --config configs/segment/pennfudan.yaml``
   (DeepLabV3+ on ResNet-18 at 3/8 width, output stride 32, 64-channel decoder, trained on
   images shrunk to 384 px held in memory and scored at full resolution; aux loss, Dice,
-  scale/crop/flip/colour augmentation, flip TTA).
+  scale/crop/flip/colour augmentation, flip and two-scale TTA).
 - plain:     ``smp.DeepLabV3Plus("resnet18", encoder_weights=None)``, random 256 crops +
              flip, cross-entropy, AdamW lr 1e-3 constant, batch 8 (what a user writes first).
 

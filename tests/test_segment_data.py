@@ -69,6 +69,24 @@ def test_in_memory_samples_equal_decoded_ones_and_skip_the_files(tmp_path):
         assert torch.equal(again_image, image) and torch.equal(again_mask, mask)
     with pytest.raises(Exception, match="im0"):
         plain[0]  # the uncached dataset still reads from disk
+    from tasks.segment.augment import build_transform
+
+    image, mask = (a.copy() for a in cached.raw(1))
+    cached.transform = build_transform(train=True, ignore_index=255, crop_size=16, scale=(0.8, 1.2))
+    for _ in range(3):  # training augmentation must never write into the cached arrays
+        cached[1]
+    assert np.array_equal(cached.raw(1)[0], image) and np.array_equal(cached.raw(1)[1], mask)
+
+
+def test_labels_above_255_survive_augmentation():
+    from tasks.segment.augment import build_transform
+
+    mask = np.full((20, 20), 300, dtype=np.int64)
+    mask[:5] = 255  # void
+    image = np.zeros((20, 20, 3), np.uint8)
+    transform = build_transform(train=True, ignore_index=255, num_classes=301, crop_size=16)
+    _, out = transform(image, mask)
+    assert set(out.unique().tolist()) <= {255, 300} and 300 in out.unique().tolist()
 
 
 def test_ignore_index_must_be_a_mask_value():

@@ -83,6 +83,9 @@ def test_export_module_shrinks_to_max_size_like_eager_inference():
     cfg.data.eval_flip, cfg.data.eval_scales = True, [1.0, 1.3]  # flip + multi-scale TTA
     export = SegmentExport(model, MEAN, STD, 16, True, 40, cfg.data.eval_scales).eval()
     _assert_export_matches_eager(export, task, model, image)
+    cfg.data.max_size = 0  # scales of the input size itself
+    export = SegmentExport(model, MEAN, STD, 16, True, 0, cfg.data.eval_scales).eval()
+    _assert_export_matches_eager(export, task, model, image)
 
 
 def _assert_export_matches_eager(export, task, model, image):
@@ -100,4 +103,6 @@ def test_validation_goes_one_image_at_a_time_when_shrinking():
     cfg.train.batch_size = 8
     assert SegmentTask(cfg).val_batch_size() == 8
     cfg.data.max_size = 320
+    assert SegmentTask(cfg).val_batch_size() == 1
+    cfg.data.max_size, cfg.data.eval_scales = 0, [1.0, 1.25]
     assert SegmentTask(cfg).val_batch_size() == 1

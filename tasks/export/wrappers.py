@@ -133,7 +133,8 @@ class SegmentExport(nn.Module):
             scale = torch.clamp(scale64(self.max_size, torch.maximum(h, w)), max=1.0)
         total = None
         for factor in self.scales:
-            size = hw.double().mul(scale * factor).round().clamp(min=1)
+            factor64 = torch.full((1,), factor, dtype=torch.float64)  # see scale64
+            size = hw.double().mul(scale * factor64).round().clamp(min=1)
             logits = ResizeTo.apply(self._logits(ResizeTo.apply(x, size)), hw)
             total = logits if total is None else total + logits
         logits = total if len(self.scales) == 1 else total / len(self.scales)

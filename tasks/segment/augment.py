@@ -29,15 +29,17 @@ def normalize(image: np.ndarray) -> Tensor:
     return (x - mean) / std
 
 
-def mask_dtype(ignore_index: int) -> type:
-    """uint8 when every label fits (fast cv2 paths), else uint16."""
-    return np.uint8 if ignore_index <= 255 else np.uint16
+def mask_dtype(ignore_index: int, num_classes: int = 0) -> type:
+    """uint8 when every label (0..num_classes-1 and ignore_index) fits (fast cv2 paths), else
+    uint16 (masks are PNGs: labels never exceed 65535)."""
+    return np.uint8 if max(ignore_index, num_classes - 1) <= 255 else np.uint16
 
 
 def build_transform(
     *,
     train: bool,
     ignore_index: int,
+    num_classes: int = 0,
     crop_size: int = 512,
     max_size: int = 0,
     scale: tuple[float, float] = (0.5, 2.0),
@@ -54,6 +56,8 @@ def build_transform(
     scale:        random rescale factor range (1.0, 1.0 = off).
     hflip, vflip: flip probabilities.
     color_jitter: brightness/contrast/saturation strength (0.2 = factors in 0.8..1.2); 0 = off.
+    num_classes:  the label space size; with ``ignore_index`` it picks the mask dtype for
+                  albumentations (uint8 when every label fits, else uint16).
     With ``train=False`` the image is only normalised.
     """
     ops: list[A.BasicTransform] = []
@@ -81,7 +85,7 @@ def build_transform(
         if color_jitter > 0:
             j = color_jitter
             ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=0.8))
-    return PairTransform(A.Compose(ops) if ops else None, mask_dtype(ignore_index))
+    return PairTransform(A.Compose(ops) if ops else None, mask_dtype(ignore_index, num_classes))
 
 
 class PairTransform:

@@ -44,7 +44,7 @@ class SegmentDataConfig:
     eval_scales: List[float] = field(default_factory=lambda: [1.0])  # noqa: UP006 - multi-scale
     # TTA: factors on the evaluation scale (max_size), logits averaged; [1.0] = one scale
     in_memory: bool = False  # keep decoded images and masks in RAM after the first epoch
-    # (about H * W * 4 bytes each, per DataLoader worker): for small data sets on slow CPUs
+    # (about H * W * 4 bytes each): small data sets, train.num_workers=0 (workers restart)
     synthetic_train: int = 512  # synthetic shapes: training images
     synthetic_val: int = 128  # synthetic shapes: validation images
     synthetic_size: int = 128  # synthetic shapes: image side in pixels

@@ -206,7 +206,8 @@ class SegmentationDataset(Dataset):
     before any transform (for drawing).
     in_memory: keep each decoded, checked pair after its first load (image uint8, mask in the
     smallest dtype that holds the labels), so later epochs skip JPEG/PNG decoding and COCO
-    rendering; costs about H * W * 4 bytes per sample, in every DataLoader worker.
+    rendering; costs about H * W * 4 bytes per sample. Pays with ``train.num_workers=0``: the
+    training loader's workers start afresh every epoch, each with an empty cache.
     """
 
     def __init__(
@@ -233,8 +234,9 @@ class SegmentationDataset(Dataset):
             mask, image, num_classes=self.num_classes, ignore_index=self.ignore_index, where=where
         )
         if self._cache is not None:
-            small = mask_dtype(max(self.ignore_index, self.num_classes - 1))
+            small = mask_dtype(self.ignore_index, self.num_classes)
             self._cache[i] = image, mask.astype(small)
+            return self._cache[i]
         return image, mask
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:

@@ -128,8 +128,8 @@ class SegmentTask(Task):
         self.class_names = names + [str(i) for i in range(len(names), k)]
         crop = d.crop_size if d.train is not None else min(d.crop_size, d.synthetic_size)
         aug = dict(
-            ignore_index=d.ignore_index, crop_size=crop, max_size=d.max_size, scale=tuple(d.scale),
-            hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
+            ignore_index=d.ignore_index, num_classes=k, crop_size=crop, max_size=d.max_size,
+            scale=tuple(d.scale), hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
         )  # fmt: skip
         common = dict(num_classes=k, ignore_index=d.ignore_index, in_memory=d.in_memory)
         return (
@@ -137,14 +137,19 @@ class SegmentTask(Task):
             # Evaluation sees whole images at full resolution: predict_logits shrinks the
             # image to data.max_size and scores logits upsampled back against the full mask.
             SegmentationDataset(
-                val, transform=build_transform(train=False, ignore_index=d.ignore_index), **common
+                val,
+                transform=build_transform(train=False, ignore_index=d.ignore_index, num_classes=k),
+                **common,
             ),
         )
 
     def val_batch_size(self) -> int:
-        """1 with ``data.max_size``: each whole image must shrink by its own size (a padded
-        batch would shrink by the largest one's)."""
-        return 1 if self.cfg.data.max_size else self.cfg.train.batch_size
+        """1 with ``data.max_size`` or ``data.eval_scales``: each whole image must be resized
+        by its own size (a padded batch would be resized by the largest one's, padding blended
+        into the edges), as ``tools/predict.py`` and the ONNX graph do."""
+        d = self.cfg.data
+        one_by_one = d.max_size or tuple(d.eval_scales) != (1.0,)
+        return 1 if one_by_one else self.cfg.train.batch_size
 
     def collate(self, samples: Sequence[Any]) -> tuple[Tensor, Tensor]:
         return pad_collate(samples, self.cfg.data.ignore_index)
@@ -260,7 +265,9 @@ class SegmentTask(Task):
         ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour) and
         ``<stem>_overlay.png`` per image there, plus ``predictions.json``."""
         d = self.cfg.data
-        transform = build_transform(train=False, ignore_index=d.ignore_index)
+        transform = build_transform(
+            train=False, ignore_index=d.ignore_index, num_classes=len(self.class_names)
+        )
         colours = draw.palette(len(self.class_names), d.ignore_index)
         model.eval()
         results = []
