@@ -83,6 +83,26 @@ def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
     assert labels.shape == (70, 90)
 
 
+def test_segment_infer_onnx_draws_what_predict_draws(tmp_path, capsys):
+    """tools/infer_onnx.py and tools/predict.py write the same palette mask and overlay."""
+    from PIL import Image
+
+    ckpt = make_checkpoint(tmp_path, "segment")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    image = tmp_path / "street.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(image)
+    eager, onnx_dir = tmp_path / "eager", tmp_path / "onnx"
+    assert load_tool("predict").main([str(ckpt), str(image), "--out", str(eager)]) == 0
+    assert load_tool("infer_onnx").main([str(out), str(image), "--out", str(onnx_dir)]) == 0
+    for name in ("street_mask.png", "street_overlay.png"):
+        a, b = Image.open(eager / name), Image.open(onnx_dir / name)
+        assert a.mode == b.mode and a.size == b.size == (70, 50)
+        assert (np.asarray(a) == np.asarray(b)).mean() > 0.99
+    assert Image.open(eager / "street_mask.png").mode == "P"
+
+
 def test_parity_failure_exits_nonzero(tmp_path, capsys, monkeypatch):
     ckpt = make_checkpoint(tmp_path, "classify")
     monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass

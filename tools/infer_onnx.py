@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from tasks.detect.draw import draw_detections, save_image
 from tasks.inference import PROVIDER_CHOICES, OnnxModel, read_image
@@ -52,22 +51,11 @@ def detect_result(
 
 def segment_result(model: OnnxModel, path: Path, res: dict, out: Path | None) -> dict[str, Any]:
     pred = res["labels"].astype(np.uint8)
-    k = len(model.class_names)
-    counts = np.bincount(pred.ravel(), minlength=k) / pred.size
-    fractions = {
-        n: round(float(c), 4) for n, c in zip(model.class_names, counts, strict=False) if c > 0
-    }
+    fractions = seg_draw.class_fractions(pred, model.class_names)
     entry: dict[str, Any] = {"image": str(path), "fractions": fractions}
     if out is not None:
-        colours = seg_draw.palette(k)
-        mask = Image.fromarray(pred, mode="P")
-        mask.putpalette(colours[:256].flatten().tolist())
-        entry["mask"], entry["overlay"] = (
-            str(out / f"{path.stem}_mask.png"),
-            str(out / f"{path.stem}_overlay.png"),
-        )
-        mask.save(entry["mask"])
-        Image.fromarray(seg_draw.overlay(read_image(path), pred, colours)).save(entry["overlay"])
+        colours = seg_draw.palette(len(model.class_names))
+        entry.update(seg_draw.save_prediction(out, path.stem, read_image(path), pred, colours))
     print(f"{path}: {fractions}")
     return entry
 

@@ -37,6 +37,32 @@ def overlay(
     return blend.astype(np.uint8)
 
 
+def class_fractions(pred: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """{class name: fraction of the pixels of ``pred`` (int [H, W] labels)} for the classes
+    present, rounded to 4 places."""
+    counts = np.bincount(pred.ravel(), minlength=len(class_names)) / pred.size
+    return {n: round(float(c), 4) for n, c in zip(class_names, counts, strict=True) if c > 0}
+
+
+def save_prediction(
+    out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, colours: np.ndarray
+) -> dict[str, str]:
+    """Writes ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour)
+    and ``<stem>_overlay.png`` into ``out_dir`` (made if needed) for uint8 ``pred`` [H, W];
+    returns their paths as ``{"mask": ..., "overlay": ...}``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "mask": str(out_dir / f"{stem}_mask.png"),
+        "overlay": str(out_dir / f"{stem}_overlay.png"),
+    }
+    mask = Image.fromarray(pred, mode="P")
+    mask.putpalette(colours[:256].flatten().tolist())
+    mask.save(paths["mask"])
+    Image.fromarray(overlay(image, pred, colours)).save(paths["overlay"])
+    return paths
+
+
 def save_grid(rows: Sequence[Sequence[np.ndarray]], path: Path, gap: int = 4) -> Path:
     """Tiles rows of uint8 [h, w, 3] panels (any sizes) into one PNG, left to right, top down."""
     height = sum(max(p.shape[0] for p in row) for row in rows) + gap * (len(rows) - 1)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -277,21 +276,10 @@ class SegmentTask(Task):
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
             pred = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
-            counts = np.bincount(pred.ravel(), minlength=len(self.class_names)) / pred.size
-            fractions = {
-                n: round(float(c), 4)
-                for n, c in zip(self.class_names, counts, strict=True)
-                if c > 0
-            }
+            fractions = draw.class_fractions(pred, self.class_names)
             result = {"image": str(path), "fractions": fractions}
             if out_dir is not None:
-                Path(out_dir).mkdir(parents=True, exist_ok=True)
-                result["mask"] = str(Path(out_dir) / f"{path.stem}_mask.png")
-                result["overlay"] = str(Path(out_dir) / f"{path.stem}_overlay.png")
-                mask_img = Image.fromarray(pred, mode="P")
-                mask_img.putpalette(colours[:256].flatten().tolist())
-                mask_img.save(result["mask"])
-                Image.fromarray(draw.overlay(image, pred, colours)).save(result["overlay"])
+                result.update(draw.save_prediction(out_dir, path.stem, image, pred, colours))
             results.append(result)
             print(f"{path}: {fractions}")
         write_predictions(out_dir, results)
