@@ -74,5 +74,5 @@ def read_image_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarr
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(
             f"cannot decode image {str(path)!r}: {err} (expected a readable image file; "
-            "delete or replace it, or set data.skip_bad=true to skip unreadable files)"
+            "delete or replace it)"
         ) from None

@@ -76,8 +76,9 @@ def test_resize_on_load(tmp_path):
 def test_corrupt_and_missing_files_are_named(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
-    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+    with pytest.raises(ImageDecodeError, match="broken.jpg") as err:
         read_image_rgb(bad)
+    assert "skip_bad" not in str(err.value)  # a classification-only option; predict has none
     good = _save(Image.new("RGB", (64, 64), (5, 5, 5)), tmp_path / "trunc.jpg")
     good.write_bytes(good.read_bytes()[:200])  # truncated file
     with pytest.raises(ImageDecodeError, match="trunc.jpg"):

@@ -102,10 +102,10 @@ def decode_images(
     def load(path: Path) -> np.ndarray | None:
         try:
             return read_image_rgb(path, size)
-        except ImageDecodeError:
+        except ImageDecodeError as err:
             if skip_bad:
                 return None
-            raise
+            raise ImageDecodeError(f"{err}; or set data.skip_bad=true to skip such files") from None
 
     workers = workers or min(16, (os.cpu_count() or 1) * 2)
     images = torch.empty((len(paths), size, size, 3), dtype=torch.uint8)
