@@ -146,3 +146,35 @@ def test_progressive_resizing_follows_the_run_progress(tmp_path):
 def test_bad_progressive_schedule_is_a_config_error(schedule):
     with pytest.raises(ConfigError, match="data.progressive=.*expected \\[\\[fraction, size\\]"):
         TASKS.create("classify", cfg=make_cfg(f"data.progressive={schedule}"))
+
+
+def test_translate_tta_averages_the_shifted_and_mirrored_views():
+    """tta_logits(flip, translate=1) against views built by hand with index lists: the
+    reflect-padded crops are the image shifted one pixel down-right / up-left, reflected at
+    the border."""
+    from tasks.classify.model import tta_logits
+
+    class Probe(torch.nn.Module):  # logits = a linear read-out of every pixel
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.randn(4, 3 * 6 * 6, generator=torch.Generator().manual_seed(0))
+
+        def forward(self, x):
+            return type("Out", (), {"preds": x.flatten(1) @ self.w.T})()
+
+    model, x = Probe(), torch.rand(2, 3, 6, 6) * 255
+    down_right = x[:, :, [1, 0, 1, 2, 3, 4]][:, :, :, [1, 0, 1, 2, 3, 4]]  # padded[0:6]
+    up_left = x[:, :, [1, 2, 3, 4, 5, 4]][:, :, :, [1, 2, 3, 4, 5, 4]]  # padded[2:8]
+
+    def mirrored(v):
+        return (model(v).preds + model(v.flip(3)).preds) / 2
+
+    expected = 0.5 * mirrored(x) + 0.25 * (mirrored(down_right) + mirrored(up_left))
+    assert torch.allclose(tta_logits(model, x, flip=True, translate=1), expected, atol=1e-3)
+    assert torch.equal(tta_logits(model, x), model(x).preds)
+
+
+@pytest.mark.parametrize("pixels", [-1, 16])
+def test_bad_tta_translate_is_a_config_error(pixels):
+    with pytest.raises(ConfigError, match=f"data.tta_translate={pixels}.*expected pixels"):
+        TASKS.create("classify", cfg=make_cfg("data.image_size=32", f"data.tta_translate={pixels}"))

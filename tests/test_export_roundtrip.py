@@ -83,6 +83,19 @@ def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
     assert labels.shape == (70, 90)
 
 
+def test_classify_graph_has_the_evaluation_tta(tmp_path, capsys):
+    """With flip + translate TTA the ONNX logits equal the task's own evaluation logits."""
+    ckpt = make_checkpoint(tmp_path, "classify", "data.tta_flip=true", "data.tta_translate=2")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    model, task = load_model(ckpt)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    expected = task.predict_logits(model, images)
+    assert not torch.allclose(expected, model(images).preds, atol=1e-3)  # the views matter
+    logits = OnnxModel(out, provider="cpu").session.run(None, {"images": images.numpy()})[0]
+    assert np.abs(logits - expected.numpy()).max() < 1e-3
+
+
 def test_segment_infer_onnx_draws_what_predict_draws(tmp_path, capsys):
     """tools/infer_onnx.py and tools/predict.py write the same palette mask and overlay."""
     from PIL import Image

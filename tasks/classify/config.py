@@ -45,6 +45,7 @@ class ClassifyDataConfig:
     mixup: float = 0.0  # mixup alpha; 0 = off
     cutmix: float = 0.0  # cutmix alpha; 0 = off
     tta_flip: bool = False  # average logits of the image and its mirror at evaluation
+    tta_translate: int = 0  # also average views shifted +-N px (airbench's TTA); 0 = off
     skip_bad: bool = False  # skip (and count) unreadable images instead of stopping
     cache_dir: str = "~/.cache/resvision"  # decoded-image cache; "" = off
     decode_workers: int = 0  # decoding threads; 0 = 2 x CPU cores (at most 16)

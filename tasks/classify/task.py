@@ -29,7 +29,7 @@ from tasks.classify.data import (
     synthetic_images,
 )
 from tasks.classify.metrics import confusion_matrix, topk_correct
-from tasks.classify.model import Classifier
+from tasks.classify.model import Classifier, tta_logits
 from tasks.config import ConfigError
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.images import DataError, read_image_rgb
@@ -69,6 +69,11 @@ class ClassifyTask(Task):
         if cfg.data.augment not in PRESETS:
             raise ConfigError(
                 f"data.augment={cfg.data.augment!r}: expected one of {', '.join(PRESETS)}"
+            )
+        if not 0 <= cfg.data.tta_translate < cfg.data.image_size // 2:
+            raise ConfigError(
+                f"data.tta_translate={cfg.data.tta_translate!r}: expected pixels from 0 (off) "
+                f"to below half of data.image_size={cfg.data.image_size}"
             )
         self._mixup = None
         self.skipped = 0  # unreadable files left out (data.skip_bad=true)
@@ -174,12 +179,10 @@ class ClassifyTask(Task):
 
     @torch.no_grad()
     def predict_logits(self, model: nn.Module, images: Tensor) -> Tensor:
-        """Logits ``[B, K]`` for a prepared batch, averaged with the mirror image when
-        ``data.tta_flip`` is set."""
-        logits = model(images).preds.float()
-        if self.cfg.data.tta_flip:
-            logits = (logits + model(images.flip(3)).preds.float()) / 2
-        return logits
+        """Logits ``[B, K]`` for a prepared batch, with the test-time views of
+        ``data.tta_flip`` and ``data.tta_translate``."""
+        d = self.cfg.data
+        return tta_logits(model, images, d.tta_flip, d.tta_translate)
 
     def evaluate(
         self, model: nn.Module, batches: Iterable[Any], device: torch.device

@@ -45,7 +45,7 @@ def build_export(model: nn.Module, task: Task) -> ExportSpec:
     if task.name == "classify":
         size = cfg.data.image_size
         return ExportSpec(
-            ClassifyExport(model, size, cfg.data.tta_flip).eval(),
+            ClassifyExport(model, size, cfg.data.tta_flip, cfg.data.tta_translate).eval(),
             ("logits", "probs"),
             {"logits": {0: "batch"}, "probs": {0: "batch"}},
             (size, size),

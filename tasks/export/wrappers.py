@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tasks.classify.model import tta_logits
+
 
 def scale64(numerator: float, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` as float64 ``[1]``, in eager PyTorch and in the exported graph
@@ -61,16 +63,17 @@ class ClassifyExport(nn.Module):
     ``Classifier`` itself normalises with the mean/std it was trained with.
     """
 
-    def __init__(self, model: nn.Module, image_size: int, tta_flip: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, image_size: int, tta_flip: bool = False, tta_translate: int = 0
+    ) -> None:
         super().__init__()
-        self.model, self.image_size, self.tta_flip = model, image_size, tta_flip
+        self.model, self.image_size = model, image_size
+        self.tta_flip, self.tta_translate = tta_flip, tta_translate
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = images.float()
         x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
-        logits = self.model(x).preds.float()
-        if self.tta_flip:
-            logits = (logits + self.model(x.flip(3)).preds.float()) / 2
+        logits = tta_logits(self.model, x, self.tta_flip, self.tta_translate)
         return logits, logits.softmax(1)
 
 
