@@ -58,17 +58,18 @@ def _dataset(
 
 def test_in_memory_samples_equal_decoded_ones_and_skip_the_files(tmp_path):
     root = _folder(tmp_path / "d")
-    plain, cached = _dataset(root), _dataset(root, in_memory=True)
+    plain, cached = _dataset(root), _dataset(root, in_memory=True)  # decodes everything now
     decoded = [plain[i] for i in range(len(plain))]
-    for i in range(len(cached)):  # the first epoch fills the cache
-        cached[i]
-    for path in (root / "images").iterdir():  # later epochs must not need the files
+    for path in (root / "images").iterdir():  # no epoch may need the files any more
         path.unlink()
     for i, (image, mask) in enumerate(decoded):
         again_image, again_mask = cached[i]
         assert torch.equal(again_image, image) and torch.equal(again_mask, mask)
     with pytest.raises(Exception, match="im0"):
         plain[0]  # the uncached dataset still reads from disk
+    loader = torch.utils.data.DataLoader(cached, batch_size=None, num_workers=1)
+    for (image, mask), (again_image, again_mask) in zip(decoded, loader, strict=True):
+        assert torch.equal(again_image, image) and torch.equal(again_mask, mask)  # workers too
     from tasks.segment.augment import build_transform
 
     image, mask = (a.copy() for a in cached.raw(1))

@@ -43,8 +43,8 @@ class SegmentDataConfig:
     eval_flip: bool = False  # horizontal-flip test-time augmentation
     eval_scales: List[float] = field(default_factory=lambda: [1.0])  # noqa: UP006 - multi-scale
     # TTA: factors on the evaluation scale (max_size), logits averaged; [1.0] = one scale
-    in_memory: bool = False  # keep decoded images and masks in RAM after the first epoch
-    # (about H * W * 4 bytes each): small data sets, train.num_workers=0 (workers restart)
+    in_memory: bool = False  # decode every image and mask once at start-up and keep them in
+    # RAM (about H * W * 4 bytes each; loader workers share them): small data sets
     synthetic_train: int = 512  # synthetic shapes: training images
     synthetic_val: int = 128  # synthetic shapes: validation images
     synthetic_size: int = 128  # synthetic shapes: image side in pixels

@@ -204,10 +204,11 @@ class SegmentationDataset(Dataset):
     transform: ``(image uint8 [H, W, 3], mask [H, W]) -> (image Tensor[3, H, W], mask
     LongTensor[H, W])`` (see ``tasks.segment.augment``). ``raw(i)`` gives the checked arrays
     before any transform (for drawing).
-    in_memory: keep each decoded, checked pair after its first load (image uint8, mask in the
-    smallest dtype that holds the labels), so later epochs skip JPEG/PNG decoding and COCO
-    rendering; costs about H * W * 4 bytes per sample. Pays with ``train.num_workers=0``: the
-    training loader's workers start afresh every epoch, each with an empty cache.
+    in_memory: decode and check every pair once, when the data set is built, and keep it
+    (image uint8, mask in the smallest dtype that holds the labels), so no epoch decodes
+    JPEG/PNG or renders COCO again, a bad file stops the run before training starts, and
+    DataLoader workers (forked after this) share the filled cache. Costs about H * W * 4 bytes
+    per sample.
     """
 
     def __init__(
@@ -221,23 +222,24 @@ class SegmentationDataset(Dataset):
     ) -> None:
         self.source, self.transform = source, transform
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if in_memory else None
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if in_memory:
+            small = mask_dtype(ignore_index, num_classes)
+            pairs = (self._load(i) for i in range(len(source)))
+            self._cache = [(image, mask.astype(small)) for image, mask in pairs]
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask, where = self.source.load(i)
         check_mask(
             mask, image, num_classes=self.num_classes, ignore_index=self.ignore_index, where=where
         )
-        if self._cache is not None:
-            small = mask_dtype(self.ignore_index, self.num_classes)
-            self._cache[i] = image, mask.astype(small)
-            return self._cache[i]
         return image, mask
+
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._cache[i] if self._cache is not None else self._load(i)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.transform(*self.raw(i))
