@@ -95,16 +95,16 @@ class Trainer:
         self.device = self.dist.device
         on_cuda = self.device.type == "cuda"
         self.amp = AMP_DTYPES.get(cfg.amp) if on_cuda else None
+        seed_everything(cfg.seed, cfg.deterministic)
+        # data and model first: a data error must not leave an empty run folder behind
+        self.train_set, self.val_set = task.build_datasets()
+        model = task.build_model()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier(self.dist)
         self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, quiet=quiet)
         if cfg.amp != "none" and not on_cuda:
             self.logger.print(f"note: train.amp={cfg.amp} needs CUDA; training in float32 on CPU")
-
-        seed_everything(cfg.seed, cfg.deterministic)
-        self.train_set, self.val_set = task.build_datasets()
-        model = task.build_model()
         if getattr(task.cfg.model, "backbone_weights", None):
             report = load_backbone_weights(model, task.cfg.model.backbone_weights)
             self.logger.print(f"backbone weights: {report}")

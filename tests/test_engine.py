@@ -202,3 +202,21 @@ def test_too_small_train_set_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="fewer than train.batch_size"):
         toy_trainer(tmp_path, "data.train_size=16", "train.batch_size=32")
+
+
+def test_a_data_error_leaves_no_run_folder(tmp_path: Path) -> None:
+    from tasks import TASKS
+    from tasks.images import DataError
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    for i in range(6):
+        Image.new("RGB", (20, 10)).save(tmp_path / "data" / "images" / f"a{i}.png")
+        Image.new("L", (20, 12 if i == 3 else 10)).save(tmp_path / "data" / "masks" / f"a{i}.png")
+    cfg = load_config(
+        TASKS.get("segment").config_class,
+        overrides=[f"data.train={tmp_path / 'data'}", "data.num_classes=2", "data.in_memory=true"],
+    )
+    with pytest.raises(DataError, match="a3.png.*differs from image size"):
+        Trainer(TASKS.create("segment", cfg=cfg), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
