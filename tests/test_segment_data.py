@@ -279,3 +279,17 @@ def test_train_tool_reports_a_mask_size_mismatch_as_one_error_line(tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "60x40 (WxH) differs" in err
     assert "60x50" in err and not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_val_dataset_alone_never_decodes_training_images(tmp_path):
+    """tools/eval.py and the export checks build only the validation set: with
+    data.in_memory the training set would otherwise be decoded (here: fail) for nothing."""
+    train, val = _folder(tmp_path / "train"), _folder(tmp_path / "val")
+    (train / "images" / "im0.jpg").write_bytes(b"not a jpeg")
+    cfg = SegmentConfig()
+    cfg.data.train, cfg.data.val = str(train), str(val)
+    cfg.data.num_classes, cfg.data.in_memory = 3, True
+    task = SegmentTask(cfg)
+    assert len(task.build_val_dataset()) == 3 and task.class_names == ["0", "1", "2"]
+    with pytest.raises(Exception, match="im0.jpg"):
+        task.build_datasets()  # training does decode (and check) every training pair

@@ -112,7 +112,29 @@ class SegmentTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         d = self.cfg.data
         train, val = self._sources()
-        # An explicit data.num_classes wins; COCO and shapes know theirs; else scan the masks.
+        k = self._label_space(train, val)
+        crop = d.crop_size if d.train is not None else min(d.crop_size, d.synthetic_size)
+        aug = dict(
+            ignore_index=d.ignore_index, num_classes=k, crop_size=crop, max_size=d.max_size,
+            scale=tuple(d.scale), hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
+        )  # fmt: skip
+        transform = build_transform(train=True, **aug)
+        train_set = SegmentationDataset(
+            train, transform=transform, num_classes=k, ignore_index=d.ignore_index,
+            in_memory=d.in_memory,
+        )  # fmt: skip
+        return train_set, self._val_dataset(val, k)
+
+    def build_val_dataset(self) -> Dataset:
+        """The validation set alone (``tools/eval.py``, export checks): with
+        ``data.in_memory`` the training set would be decoded for nothing."""
+        train, val = self._sources()
+        return self._val_dataset(val, self._label_space(train, val))
+
+    def _label_space(self, train: Any, val: Any) -> int:
+        """Number of classes; sets ``self.class_names``. An explicit data.num_classes wins;
+        COCO and shapes know theirs; else the masks are scanned."""
+        d = self.cfg.data
         k = (
             d.num_classes
             or len(train.class_names)
@@ -125,22 +147,16 @@ class SegmentTask(Task):
             )
         names = list(d.class_names) or train.class_names[:k]
         self.class_names = names + [str(i) for i in range(len(names), k)]
-        crop = d.crop_size if d.train is not None else min(d.crop_size, d.synthetic_size)
-        aug = dict(
-            ignore_index=d.ignore_index, num_classes=k, crop_size=crop, max_size=d.max_size,
-            scale=tuple(d.scale), hflip=d.hflip, vflip=d.vflip, color_jitter=d.color_jitter,
+        return k
+
+    def _val_dataset(self, val: Any, k: int) -> SegmentationDataset:
+        # Evaluation sees whole images at full resolution: predict_logits shrinks the image
+        # to data.max_size and scores logits upsampled back against the full mask.
+        d = self.cfg.data
+        return SegmentationDataset(
+            val, transform=build_transform(train=False, ignore_index=d.ignore_index, num_classes=k),
+            num_classes=k, ignore_index=d.ignore_index, in_memory=d.in_memory,
         )  # fmt: skip
-        common = dict(num_classes=k, ignore_index=d.ignore_index, in_memory=d.in_memory)
-        return (
-            SegmentationDataset(train, transform=build_transform(train=True, **aug), **common),
-            # Evaluation sees whole images at full resolution: predict_logits shrinks the
-            # image to data.max_size and scores logits upsampled back against the full mask.
-            SegmentationDataset(
-                val,
-                transform=build_transform(train=False, ignore_index=d.ignore_index, num_classes=k),
-                **common,
-            ),
-        )
 
     def val_batch_size(self) -> int:
         """1 with ``data.max_size`` or ``data.eval_scales``: each whole image must be resized
