@@ -1,17 +1,24 @@
 """Whole-image segmentation inference (``tasks.segment.infer.predict_logits``): sizes, sliding
 windows, flip TTA, running at the training scale (``max_size``), and the ONNX export module
-doing the same steps."""
+doing the same steps; the mask files ``tools/predict.py`` writes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from tasks.export.wrappers import SegmentExport
+from tasks.segment import draw
 from tasks.segment.augment import MEAN, STD
 from tasks.segment.config import SegmentConfig
 from tasks.segment.infer import predict_logits, scaled_size
+from tasks.segment.masks import read_mask
 from tasks.segment.task import SegmentTask
 
 
@@ -106,3 +113,18 @@ def test_validation_goes_one_image_at_a_time_when_shrinking():
     assert SegmentTask(cfg).val_batch_size() == 1
     cfg.data.max_size, cfg.data.eval_scales = 0, [1.0, 1.25]
     assert SegmentTask(cfg).val_batch_size() == 1
+
+
+@pytest.mark.parametrize("num_classes", [3, 300])
+def test_saved_mask_holds_every_class_index(tmp_path, num_classes):
+    """``tools/predict.py``'s mask PNG reads back as the predicted labels: a palette PNG for up
+    to 256 classes, 16-bit past that (uint8 used to wrap label 299 onto 43)."""
+    pred = np.arange(4 * 5).reshape(4, 5) * (num_classes - 1) // 19  # 0 .. K-1
+    image = np.zeros((4, 5, 3), dtype=np.uint8)
+    colours = draw.palette(num_classes)
+    paths = draw.save_prediction(tmp_path, "im", image, pred, colours)
+    assert Image.open(paths["mask"]).mode == ("P" if num_classes <= 256 else "I;16")
+    np.testing.assert_array_equal(read_mask(Path(paths["mask"])), pred)
+    assert draw.class_fractions(pred, [str(k) for k in range(num_classes)])[
+        str(num_classes - 1)
+    ] == pytest.approx(1 / 20)

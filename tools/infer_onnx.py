@@ -50,7 +50,7 @@ def detect_result(
 
 
 def segment_result(model: OnnxModel, path: Path, res: dict, out: Path | None) -> dict[str, Any]:
-    pred = res["labels"].astype(np.uint8)
+    pred = np.asarray(res["labels"])
     fractions = seg_draw.class_fractions(pred, model.class_names)
     entry: dict[str, Any] = {"image": str(path), "fractions": fractions}
     if out is not None:

@@ -47,17 +47,23 @@ def class_fractions(pred: np.ndarray, class_names: Sequence[str]) -> dict[str, f
 def save_prediction(
     out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, colours: np.ndarray
 ) -> dict[str, str]:
-    """Writes ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour)
-    and ``<stem>_overlay.png`` into ``out_dir`` (made if needed) for uint8 ``pred`` [H, W];
-    returns their paths as ``{"mask": ..., "overlay": ...}``."""
+    """Writes ``<stem>_mask.png`` and ``<stem>_overlay.png`` into ``out_dir`` (made if needed)
+    for int ``pred`` [H, W] labels; returns their paths as ``{"mask": ..., "overlay": ...}``.
+
+    The mask's pixel value is the class index: a palette PNG shown in ``colours`` while the
+    table fits PNG's 256 palette entries, else a 16-bit greyscale PNG (a palette cannot hold
+    label 256 and up; 8 bits would wrap them onto other classes)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "mask": str(out_dir / f"{stem}_mask.png"),
         "overlay": str(out_dir / f"{stem}_overlay.png"),
     }
-    mask = Image.fromarray(pred, mode="P")
-    mask.putpalette(colours[:256].flatten().tolist())
+    if len(colours) <= 256:
+        mask = Image.fromarray(pred.astype(np.uint8))
+        mask.putpalette(colours.flatten().tolist())  # L -> P, values kept
+    else:
+        mask = Image.fromarray(pred.astype(np.uint16))
     mask.save(paths["mask"])
     Image.fromarray(overlay(image, pred, colours)).save(paths["overlay"])
     return paths

@@ -277,7 +277,7 @@ class SegmentTask(Task):
         device: torch.device,
     ) -> list[dict[str, Any]]:
         """Prints each image's class pixel fractions; with ``out_dir``, writes
-        ``<stem>_mask.png`` (palette PNG: pixel value = class index, shown in colour) and
+        ``<stem>_mask.png`` (pixel value = class index, see ``draw.save_prediction``) and
         ``<stem>_overlay.png`` per image there, plus ``predictions.json``."""
         d = self.cfg.data
         transform = build_transform(
@@ -291,7 +291,7 @@ class SegmentTask(Task):
             x, _ = transform(image, np.zeros(image.shape[:2], dtype=np.int64))
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
-            pred = logits[0].argmax(0).cpu().numpy().astype(np.uint8)
+            pred = logits[0].argmax(0).cpu().numpy()
             fractions = draw.class_fractions(pred, self.class_names)
             result = {"image": str(path), "fractions": fractions}
             if out_dir is not None:
