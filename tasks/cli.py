@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from backbones.registry import OptionError, RegistryError
 from tasks import distributed
+from tasks.data import worker_error_message
 from tasks.engine import TrainingError
 from tasks.images import DataError
 
@@ -24,7 +25,7 @@ def run_tool(body: Callable[[], int]) -> int:
     try:
         return body()
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {worker_error_message(err)}", file=sys.stderr)
         return 2
     except TrainingError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ an iterator never draws from the global RNG (which would break bit-exact resume)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,19 @@ from tasks.distributed import DistInfo
 # training seed reaches, and the same one in every task (detect and segment validate on the
 # same shapes images).
 SYNTHETIC_VAL_SEED_OFFSET = 1_000_003
+
+
+def worker_error_message(err: BaseException) -> str:
+    """What ``err`` says. A DataLoader worker re-raises an error as the same type with the
+    worker's traceback in front ("Caught DataError in DataLoader worker process 0. Original
+    Traceback ..."): of that, only the original error's own message is the user's business."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        name = re.escape(type(err).__name__)
+        starts = list(re.finditer(rf"^(?:[\w.]+\.)?{name}: ", text, re.MULTILINE))
+        if starts:
+            return text[starts[-1].end() :].strip()
+    return text
 
 
 class ResumableSampler(DistributedSampler):

@@ -49,6 +49,7 @@ from tasks import resume as resume_state
 from tasks.base import Task
 from tasks.config import ConfigError, config_to_yaml
 from tasks.hooks import Hook
+from tasks.images import DataError
 from tasks.logging_utils import METRICS_JSON, RunLogger, scalars
 from tasks.optim import build_ema, build_optimizer
 from tasks.plots import plot_run
@@ -175,8 +176,22 @@ class Trainer:
         """Train to the end; returns the final metrics, or None when ``stop_after_steps`` hit."""
         try:
             return self._train()
+        except DataError as err:
+            raise self._keep_progress(err) from None
         finally:
             self.logger.close()
+
+    def _keep_progress(self, err: DataError) -> DataError:
+        """A bad file met mid-run (images decode lazily; validation images only when first
+        evaluated): save what was trained, so fixing the file and resuming loses nothing.
+        Single process only: a DDP peer may be waiting in a collective."""
+        if self.dist.enabled or self.step == 0:
+            return err
+        self.save_last()
+        return type(err)(
+            f"{data.worker_error_message(err)}; the {self.step} steps trained so far are "
+            f"saved: fix the file and continue with: tools/train.py --resume {self.run_dir}"
+        )
 
     def _train(self) -> dict[str, Any] | None:
         cfg = self.cfg

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,57 @@ def read_image_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarr
             f"cannot decode image {str(path)!r}: {err} (expected a readable image file; "
             "delete or replace it)"
         ) from None
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the image as ``read_image_rgb`` returns it: the header's size,
+    swapped when an EXIF orientation tag turns the picture by 90 degrees. Reads the header
+    only."""
+    with Image.open(path) as img:
+        width, height = img.size
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
+    return (height, width) if turned else (width, height)
+
+
+def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> list[Path]:
+    """The image files named on a command line (``tools/predict.py``, ``infer_onnx.py``),
+    checked before any result is written, so a bad name does not stop the tool half-way.
+
+    A folder stands for the image files directly inside it (sorted; other files skipped). A
+    missing path raises FileNotFoundError; a file whose header does not decode as an image
+    raises ImageDecodeError. ``unique_stems``: the outputs are named by stem, so two images
+    with one stem (``a/0.jpg``, ``b/0.png``) are an error instead of one overwriting the other.
+    """
+    paths: list[Path] = []
+    for arg in map(Path, args):
+        if arg.is_dir():
+            found = sorted(p for p in arg.iterdir() if p.is_file() and is_image_file(p))
+            if not found:
+                raise FileNotFoundError(
+                    f"folder {str(arg)!r} holds no image files (expected names ending in "
+                    f"{', '.join(IMAGE_EXTENSIONS)})"
+                )
+            paths += found
+        elif not arg.exists():
+            raise FileNotFoundError(f"image file {str(arg)!r} does not exist")
+        else:
+            paths.append(arg)
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass  # the header only; pixels are decoded when the image is used
+        except (UnidentifiedImageError, OSError) as err:
+            raise ImageDecodeError(
+                f"cannot read {str(path)!r} as an image: {err} (expected an image file)"
+            ) from None
+    if unique_stems:
+        first: dict[str, Path] = {}
+        for path in paths:
+            if path.stem in first:
+                raise DataError(
+                    f"images {str(first[path.stem])!r} and {str(path)!r} share the name "
+                    f"{path.stem!r}: their outputs would overwrite each other in the output "
+                    "folder (rename one, or run them separately)"
+                )
+            first[path.stem] = path
+    return paths

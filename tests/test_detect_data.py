@@ -229,3 +229,133 @@ def test_train_tool_reports_a_bad_annotation_as_one_error_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "x1.xml: object 0 (a)" in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["images"][1].update(id=7), r"images\[1\]: id 7 repeats"),
+        (lambda d: d["categories"].append({"id": 4, "name": "cat"}), r"name 'cat' repeats"),
+        (lambda d: d["categories"].append({"id": 3, "name": "cow"}), r"\[2\]: id 3 repeats"),
+        (lambda d: d.update(categories=[]), "'categories' is empty"),
+        (lambda d: d["images"][0].update(id="img_1"), r"images\[0\]: id is 'img_1', expected"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, "abc", 5]), r"bbox is \[1, 2, 'abc'"),
+        (lambda d: d["annotations"][0].update(iscrowd="yes"), "iscrowd is 'yes', expected 0 or 1"),
+    ],
+)
+def test_coco_inconsistent_files_are_errors_not_silent_merges(tmp_path, edit, message):
+    """Duplicate ids or names would silently drop an image or a class; wrong value types
+    would surface as a bare int()/float() traceback."""
+    root = _coco(tmp_path, GOOD)
+    data = json.loads((root / "annotations.json").read_text())
+    edit(data)
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=message):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
+def test_coco_text_encodings_and_string_flags(tmp_path):
+    root = _coco(tmp_path, [{**GOOD[0], "iscrowd": "0"}, {**GOOD[1], "iscrowd": "1"}])
+    text = (root / "annotations.json").read_text()
+    (root / "annotations.json").write_bytes(b"\xef\xbb\xbf" + text.encode())  # a BOM
+    records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    assert next(r for r in records if r.image_id == 7).iscrowd.tolist() == [False, True]
+    (root / "annotations.json").write_bytes(text.replace("dog", "d\u00f6g").encode("latin-1"))
+    with pytest.raises(AnnotationError, match="annotations.json: not UTF-8"):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
+def test_voc_images_without_xml_are_images_without_objects(tmp_path, capsys):
+    """LabelImg writes no XML for an image with nothing in it: keep the image, say so."""
+    for stem in ("x1", "x2"):
+        _image(tmp_path / "images" / f"{stem}.jpg")
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"\0")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "x1.jpg")
+    records, names, _ = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert [r.path.name for r in records] == ["x1.jpg", "x2.jpg"] and names == ["a"]
+    assert len(records[1].boxes) == 0 and (records[1].width, records[1].height) == (40, 30)
+    assert "data.train: 1 image(s)" in capsys.readouterr().out
+
+
+def test_voc_size_missing_or_zero_is_read_from_the_exif_turned_image(tmp_path):
+    """Without a usable <size>, the size is the displayed one: a phone JPEG stored 30x40 with
+    EXIF orientation 6 shows (and decodes) as 40x30."""
+    (tmp_path / "images").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (30, 40)).save(tmp_path / "images" / "x1.jpg", exif=exif)
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "x1.xml").write_text(
+        "<annotation><filename>x1.jpg</filename><size><width>0</width><height>0</height>"
+        "</size><object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>38</xmax>"
+        "<ymax>20</ymax></bndbox></object></annotation>"
+    )
+    records, _, _ = load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    assert (records[0].width, records[0].height) == (40, 30)
+    image, _ = DetectionDataset(records)[0]
+    assert image.shape == (3, 30, 40)
+    records[0].width, records[0].height = 30, 40  # what a tool that ignores EXIF declares
+    with pytest.raises(AnnotationError, match="declared 30x40 but decodes to 40x30.*EXIF"):
+        DetectionDataset(records)[0]
+
+
+def _devkit(root: Path) -> Path:
+    main = root / "ImageSets" / "Main"
+    main.mkdir(parents=True)
+    for i in "abcde":
+        _image(root / "JPEGImages" / f"{i}.jpg")
+        _voc_xml(root / "Annotations" / f"{i}.xml", [("dog", [1, 1, 9, 9], 0)], f"{i}.jpg")
+    (main / "train.txt").write_text("\ufeffa\r\nb\r\nc\r\n\r\n")  # Notepad: BOM, CRLF
+    (main / "val.txt").write_text("d\ne\n")
+    return root
+
+
+def test_vocdevkit_alone_validates_on_its_val_list(tmp_path):
+    """data.train=VOCdevkit without data.val reads train.txt and val.txt, not a hold-out of
+    train.txt that leaves val.txt unread."""
+    from tasks.config import load_config
+    from tasks.detect.config import DetectConfig
+    from tasks.detect.task import DetectTask
+
+    task = DetectTask(load_config(DetectConfig, overrides=[f"data.train={_devkit(tmp_path)}"]))
+    train, val = task.build_datasets()
+    assert [r.path.stem for r in train.records] == ["a", "b", "c"]
+    assert [r.path.stem for r in val.records] == ["d", "e"]
+
+
+def test_eval_reads_only_the_validation_folder(tmp_path):
+    """tools/eval.py with data.val: the classes come from the checkpoint, so the training
+    annotations need not exist any more."""
+    from tasks.config import load_config
+    from tasks.detect.config import DetectConfig
+    from tasks.detect.task import DetectTask
+
+    root = _coco(tmp_path / "val", GOOD)
+    overrides = [f"data.train={tmp_path / 'gone'}", f"data.val={root}"]
+    task = DetectTask(load_config(DetectConfig, overrides=overrides))
+    task.class_names = ["cat", "dog"]  # what load_task restores from the checkpoint
+    val = task.build_val_dataset()
+    assert len(val) == 2 and task.category_ids == [3, 17]
+
+
+@pytest.mark.parametrize(
+    "objects, images, message",
+    [
+        ([], 3, "no object classes"),
+        ([("a", [1, 1, 9, 9], 0)], 1, "has 1 image.*cannot hold out"),
+    ],
+)
+def test_data_that_cannot_train_says_why(tmp_path, objects, images, message):
+    from tasks.config import load_config
+    from tasks.detect.config import DetectConfig
+    from tasks.detect.task import DetectTask
+    from tasks.images import DataError
+
+    for i in range(images):
+        _image(tmp_path / "images" / f"x{i}.jpg")
+        _voc_xml(tmp_path / "annotations" / f"x{i}.xml", objects, f"x{i}.jpg")
+    task = DetectTask(load_config(DetectConfig, overrides=[f"data.train={tmp_path}"]))
+    with pytest.raises(DataError, match=message):
+        task.build_datasets()

@@ -220,3 +220,51 @@ def test_a_data_error_leaves_no_run_folder(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="a3.png.*differs from image size"):
         Trainer(TASKS.create("segment", cfg=cfg), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_file_mid_run_keeps_the_steps_trained(tmp_path: Path, monkeypatch) -> None:
+    """Validation images decode lazily: one that is bad stops the run at an evaluation, and
+    the training done before it is saved for ``--resume`` instead of lost."""
+    from tasks.images import ImageDecodeError
+
+    real_evaluate = ToyTask.evaluate
+    calls = {"n": 0}
+
+    def second_eval_fails(self, model, batches, device):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ImageDecodeError("cannot decode image '/data/val/7.jpg': truncated")
+        return real_evaluate(self, model, batches, device)
+
+    monkeypatch.setattr(ToyTask, "evaluate", second_eval_fails)
+    with pytest.raises(ImageDecodeError, match=r"7\.jpg.*the 16 steps.*--resume .*run"):
+        toy_trainer(tmp_path / "run", "train.epochs=3").train()  # 8 steps an epoch
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 16
+    monkeypatch.setattr(ToyTask, "evaluate", real_evaluate)  # the file is fixed
+    metrics = toy_trainer(tmp_path / "run", "train.epochs=3", resume=True).train()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 24
+    assert metrics["accuracy"] >= 0
+
+
+def test_a_loader_worker_error_prints_as_one_line(capsys) -> None:
+    """With ``train.num_workers > 0`` torch re-raises a worker's error with the worker's
+    traceback in front; the tools print only the error's own message."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from tasks.cli import run_tool
+    from tasks.detect.records import AnnotationError
+
+    class BadFile(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int):
+            raise AnnotationError("/data/a.xml: image '/data/a.jpg' is declared 4x4")
+
+    def body() -> int:
+        for _ in DataLoader(BadFile(), num_workers=1):
+            pass
+        return 0
+
+    assert run_tool(body) == 2
+    assert capsys.readouterr().err == "error: /data/a.xml: image '/data/a.jpg' is declared 4x4\n"

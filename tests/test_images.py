@@ -85,3 +85,27 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
         read_image_rgb(good)
     with pytest.raises(FileNotFoundError, match="nothere.png"):
         read_image_rgb(tmp_path / "nothere.png")
+
+
+def test_list_images_checks_every_path_before_any_output(tmp_path):
+    """tools/predict.py and infer_onnx.py: folders expand to their images, and a bad path
+    stops the tool before it writes anything (not half-way through the list)."""
+    from tasks.images import DataError, list_images
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name in ("b.png", "a.jpg"):
+        Image.new("RGB", (4, 4)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images([folder], unique_stems=True)] == ["a.jpg", "b.png"]
+    with pytest.raises(ImageDecodeError, match=r"notes\.txt' as an image"):
+        list_images([folder / "a.jpg", folder / "notes.txt"], unique_stems=False)
+    with pytest.raises(FileNotFoundError, match="gone.jpg' does not exist"):
+        list_images([folder / "gone.jpg"], unique_stems=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no image files"):
+        list_images([tmp_path / "empty"], unique_stems=False)
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match="share the name 'a'"):
+        list_images([folder / "a.jpg", tmp_path / "a.png"], unique_stems=True)
+    assert len(list_images([folder / "a.jpg", tmp_path / "a.png"], unique_stems=False)) == 2

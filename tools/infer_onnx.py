@@ -1,6 +1,6 @@
 """Run an exported ONNX model on image files and draw the results as tools/predict.py does.
 
-    python tools/infer_onnx.py model.onnx IMAGE [IMAGE ...] [--out DIR]
+    python tools/infer_onnx.py model.onnx IMAGE_OR_FOLDER [...] [--out DIR]
         [--provider auto|tensorrt|cuda|cpu] [--score-thresh 0.3] [--top-k 5]
 
 The provider is chosen by availability (TensorRT, then CUDA, then CPU) unless given; the
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from tasks.detect.draw import draw_detections, save_image
+from tasks.images import list_images
 from tasks.inference import PROVIDER_CHOICES, OnnxModel, read_image
 from tasks.segment import draw as seg_draw
 
@@ -63,7 +64,7 @@ def segment_result(model: OnnxModel, path: Path, res: dict, out: Path | None) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="an .onnx file written by tools/export_onnx.py")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files or folders of them")
     p.add_argument("--out", help="folder for drawings and predictions.json")
     p.add_argument("--provider", default="auto", choices=sorted(PROVIDER_CHOICES))
     p.add_argument(
@@ -72,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top-k", type=int, default=5, help="classes listed per image")
     args = p.parse_args(argv)
     try:
+        out = Path(args.out) if args.out else None
+        images = list_images(args.images, unique_stems=out is not None)
         model = OnnxModel(args.model, provider=args.provider)
         print(f"{model.path.name}: task {model.task}, provider {model.provider}")
-        out = Path(args.out) if args.out else None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
         results = []
-        for path in map(Path, args.images):
+        for path in images:
             res = model(path)[0]
             if model.task == "classify":
                 results.append(classify_result(model, path, res, args.top_k))

@@ -34,6 +34,41 @@ def _get(entry: dict[str, Any], key: str, where: str) -> Any:
     return entry[key]
 
 
+def _int(entry: dict[str, Any], key: str, where: str) -> int:
+    """``entry[key]`` as an int; COCO ids and sizes are integers (``"3"`` is accepted)."""
+    value = _get(entry, key, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        value = None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+        if number.is_integer():
+            return int(number)
+    except (TypeError, ValueError):
+        pass
+    raise AnnotationError(f"{where}: {key} is {entry[key]!r}, expected an integer")
+
+
+def _bbox(ann: dict[str, Any], where: str) -> list[float]:
+    """``[x, y, width, height]`` as floats; ``null`` coordinates become NaN (rejected, or
+    dropped with data.fix_boxes, by ``check_boxes``)."""
+    bbox = _get(ann, "bbox", where)
+    numbers = (int, float, type(None))
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, numbers) and not isinstance(v, bool) for v in bbox)
+    ):
+        raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
+    return [float("nan") if v is None else float(v) for v in bbox]
+
+
+def _crowd(ann: dict[str, Any], where: str) -> bool:
+    value = ann.get("iscrowd", 0)
+    if value in (0, 1, "0", "1"):  # True/False compare equal to 1/0
+        return bool(int(value))
+    raise AnnotationError(f"{where}: iscrowd is {value!r}, expected 0 or 1")
+
+
 def _resolve(root: Path, json_path: Path, file_name: str, where: str) -> Path:
     for base in (root / "images", json_path.parent, root):
         if (base / file_name).is_file():
@@ -57,15 +92,27 @@ def load_coco(
         raise FileNotFoundError(f"no COCO annotation file in {str(root)!r}")
     src = str(json_path)
     try:
-        data = json.loads(json_path.read_text())
+        data = json.loads(json_path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{src}: not UTF-8 text ({err}); save it as UTF-8") from None
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{src}: not valid JSON ({err})") from None
     for key in ("images", "annotations", "categories"):
         _get(data, key, src)
-    cats = {}
+    cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"
-        cats[int(_get(c, "id", where))] = str(_get(c, "name", where))
+        cat_id, name = _int(c, "id", where), str(_get(c, "name", where))
+        if cat_id in cats:
+            raise AnnotationError(f"{where}: id {cat_id} repeats (expected one entry per id)")
+        if name in cats.values():
+            raise AnnotationError(
+                f"{where}: name {name!r} repeats (expected one category per name: classes "
+                "are matched by name)"
+            )
+        cats[cat_id] = name
+    if not cats:
+        raise AnnotationError(f"{src}: 'categories' is empty (expected the object classes)")
     own_names = [cats[k] for k in sorted(cats)]
     if class_names is None:
         class_names = own_names
@@ -76,12 +123,17 @@ def load_coco(
     images: dict[int, dict[str, Any]] = {}
     for i, img in enumerate(data["images"]):
         where = f"{src} images[{i}]"
-        image_id = int(_get(img, "id", where))
+        image_id = _int(img, "id", where)
+        if image_id in images:
+            raise AnnotationError(
+                f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
+                "find their image by it)"
+            )
         file_name = str(_get(img, "file_name", where))
         images[image_id] = dict(
             path=_resolve(root, json_path, file_name, where),
-            width=int(_get(img, "width", where)),
-            height=int(_get(img, "height", where)),
+            width=_int(img, "width", where),
+            height=_int(img, "height", where),
             boxes=[],
             labels=[],
             crowd=[],
@@ -89,9 +141,9 @@ def load_coco(
         )
     for i, ann in enumerate(data["annotations"]):
         where = f"{src} annotations[{i}]"
-        image_id = int(_get(ann, "image_id", where))
-        cat = int(_get(ann, "category_id", where))
-        bbox = _get(ann, "bbox", where)
+        image_id = _int(ann, "image_id", where)
+        cat = _int(ann, "category_id", where)
+        x, y, w, h = _bbox(ann, where)
         if image_id not in images:
             raise AnnotationError(f"{where}: image_id {image_id} is not in 'images'")
         if cat not in cat_label:
@@ -99,13 +151,10 @@ def load_coco(
                 f"{where}: category_id {cat} is not in 'categories' (expected one of "
                 f"{sorted(cats)})"
             )
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height]")
-        x, y, w, h = (float("nan") if v is None else float(v) for v in bbox)
         entry = images[image_id]
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])
-        entry["crowd"].append(bool(ann.get("iscrowd", 0)))
+        entry["crowd"].append(_crowd(ann, where))
         entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
     records = [
         make_record(

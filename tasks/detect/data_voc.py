@@ -18,10 +18,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
-from tasks.images import IMAGE_EXTENSIONS
+from tasks.images import IMAGE_EXTENSIONS, displayed_size, is_image_file
 
 
 @dataclass
@@ -58,6 +56,8 @@ def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_Vo
     wh = None
     if size is not None and size.findtext("width") and size.findtext("height"):
         wh = (int(_number(size, "width", where)), int(_number(size, "height", where)))
+        if min(wh) <= 0:  # tools write 0x0 when they could not read the image
+            wh = None
     objects = []
     for i, obj in enumerate(root.findall("object")):
         at = f"{where} object {i}"
@@ -98,8 +98,7 @@ def _records(
         where = str(xml_path)
         path = _find_image(images_dir, filename, xml_path.stem, where)
         if wh is None:
-            with Image.open(path) as img:  # reads the header only
-                wh = img.size
+            wh = displayed_size(path)
         records.append(
             make_record(
                 path,
@@ -118,13 +117,41 @@ def _records(
 
 
 def load_voc_folder(
-    root: Path, class_names: list[str] | None, *, fix: bool
+    root: Path, class_names: list[str] | None, *, fix: bool, field: str
 ) -> tuple[list[ImageRecord], list[str]]:
-    """``root/images`` + ``root/annotations/*.xml`` -> (records, class names)."""
+    """``root/images`` + ``root/annotations/*.xml`` -> (records, class names).
+
+    An image with no XML is an image without objects (LabelImg writes no file for those);
+    ``field`` names the setting in the note that says how many there were."""
     xml_paths = sorted((root / "annotations").glob("*.xml"))
     if not xml_paths:
         raise FileNotFoundError(f"no *.xml files in {str(root / 'annotations')!r}")
-    return _records(xml_paths, root / "images", class_names, fix)
+    records, class_names = _records(xml_paths, root / "images", class_names, fix)
+    annotated = {r.path for r in records}
+    extra = sorted(
+        p
+        for p in (root / "images").iterdir()
+        if is_image_file(p) and not p.name.startswith(".") and p not in annotated
+    )
+    for image_id, path in enumerate(extra, start=len(records) + 1):
+        width, height = displayed_size(path)
+        records.append(
+            make_record(path, width, height, [], [], [], source=str(path), names=[], fix=fix,
+                        image_id=image_id)
+        )  # fmt: skip
+    if extra:
+        print(
+            f"{field}: {len(extra)} image(s) in {str(root / 'images')!r} have no XML in "
+            "annotations/: used as images without objects"
+        )
+    return records, class_names
+
+
+def has_val_split(root: Path) -> bool:
+    """True for a VOCdevkit folder that ships its own validation list (val.txt or test.txt)."""
+    main = root / "ImageSets" / "Main"
+    is_devkit = (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir()
+    return is_devkit and any((main / f"{s}.txt").is_file() for s in ("val", "test"))
 
 
 def voc_split(root: Path, *, train: bool, separate_val_dir: bool) -> str:
@@ -150,7 +177,8 @@ def load_vocdevkit(
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
         raise FileNotFoundError(f"VOC split file {str(split_file)!r} does not exist")
-    ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+    lines = split_file.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM
+    ids = [line.split()[0] for line in lines if line.strip()]
     xml_paths = [root / "Annotations" / f"{i}.xml" for i in ids]
     for p in xml_paths:
         if not p.is_file():

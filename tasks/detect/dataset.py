@@ -46,7 +46,7 @@ def load_detection_folder(
     if find_coco_json(root) is not None:
         return load_coco(root, class_names, fix=fix)
     if (root / "annotations").is_dir() and (root / "images").is_dir():
-        records, names = load_voc_folder(root, class_names, fix=fix)
+        records, names = load_voc_folder(root, class_names, fix=fix, field=field)
     elif (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
         split = voc_split(root, train=field == "data.train", separate_val_dir=separate_val_dir)
         records, names = load_vocdevkit(root, split, class_names, fix=fix)
@@ -95,9 +95,16 @@ class DetectionDataset(Dataset):
         r = self.records[index]
         image = read_image_rgb(r.path)
         if image.shape[:2] != (r.height, r.width):
+            turned = image.shape[:2] == (r.width, r.height)
+            hint = (
+                "; an EXIF orientation tag turns this image when it is displayed, and "
+                "annotations must use the displayed size"
+                if turned
+                else ""
+            )
             raise AnnotationError(
                 f"{r.source}: image {str(r.path)!r} is declared {r.width}x{r.height} but "
-                f"decodes to {image.shape[1]}x{image.shape[0]} (expected equal sizes)"
+                f"decodes to {image.shape[1]}x{image.shape[0]} (expected equal sizes{hint})"
             )
         return _to_item(image, r.boxes, r.labels, r.iscrowd, r.image_id, self.augment)
 

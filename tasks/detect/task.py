@@ -24,6 +24,7 @@ from tasks.base import TASKS, Task, write_predictions
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.detect.augment import build_augment
 from tasks.detect.config import DetectConfig
+from tasks.detect.data_voc import has_val_split
 from tasks.detect.dataset import (
     DetectionDataset,
     ShapesDataset,
@@ -33,7 +34,7 @@ from tasks.detect.dataset import (
 )
 from tasks.detect.draw import draw_detections, plot_precision_recall, save_grid, save_image
 from tasks.detect.metrics import coco_evaluate, format_table
-from tasks.images import read_image_rgb
+from tasks.images import DataError, read_image_rgb
 from tasks.shapes import SHAPE_CLASSES
 
 
@@ -63,7 +64,8 @@ class DetectTask(Task):
             val = ShapesDataset(d.shapes_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET, size=size)
             return train, val
         given = list(d.classes) or None
-        separate = d.val is not None and Path(d.val).resolve() != Path(d.train).resolve()
+        val_dir = self._val_dir()
+        separate = val_dir is not None and Path(val_dir).resolve() != Path(d.train).resolve()
         records, names, ids = load_detection_folder(
             d.train,
             field="data.train",
@@ -71,14 +73,27 @@ class DetectTask(Task):
             fix=d.fix_boxes,
             separate_val_dir=separate,
         )
-        if d.val is None:
-            order = np.random.default_rng(d.split_seed).permutation(len(records))
+        if not names:
+            raise DataError(
+                f"data.train={d.train!r}: no object classes in its annotations (expected at "
+                "least one labelled object)"
+            )
+        if d.val is None and val_dir is not None:
+            print(f"data.val not set: validating on the val/test list of data.train={d.train!r}")
+        if val_dir is None:
             n_val = max(1, round(len(records) * d.val_fraction))
+            if len(records) <= n_val:
+                raise DataError(
+                    f"data.train={d.train!r} has {len(records)} image(s); cannot hold out "
+                    f"data.val_fraction={d.val_fraction} of them for validation and still "
+                    "train (add images or set data.val)"
+                )
+            order = np.random.default_rng(d.split_seed).permutation(len(records))
             val_records = [records[i] for i in sorted(order[:n_val])]
             records = [records[i] for i in sorted(order[n_val:])]
         else:
             val_records, _, _ = load_detection_folder(
-                d.val, field="data.val", class_names=names, fix=d.fix_boxes
+                val_dir, field="data.val", class_names=names, fix=d.fix_boxes
             )
         self.class_names, self.category_ids = names, ids
         train, val = DetectionDataset(records, augment), DetectionDataset(val_records)
@@ -86,6 +101,26 @@ class DetectTask(Task):
         if self.fixed_boxes:
             print(f"data.fix_boxes: clipped or dropped {self.fixed_boxes} boxes")
         return train, val
+
+    def build_val_dataset(self) -> Dataset:
+        """The validation set alone when its classes are known (``tools/eval.py`` after
+        loading a checkpoint): the training annotations are not read, so they may be gone."""
+        d, val_dir = self.cfg.data, self._val_dir()
+        if d.train is None or val_dir is None or not self.class_names:
+            return self.build_datasets()[1]
+        records, _, ids = load_detection_folder(
+            val_dir, field="data.val", class_names=list(self.class_names), fix=d.fix_boxes
+        )
+        self.category_ids = ids
+        return DetectionDataset(records)
+
+    def _val_dir(self) -> str | None:
+        """data.val; unset, a VOCdevkit data.train that ships val.txt/test.txt validates on
+        that list (instead of holding out part of train.txt and never reading val.txt)."""
+        d = self.cfg.data
+        if d.val is None and d.train is not None and has_val_split(Path(d.train)):
+            return d.train
+        return d.val
 
     def collate(self, samples: Sequence[Any]) -> Any:
         return collate(samples)
