@@ -14,7 +14,7 @@ from tasks.augment import seeded
 from tasks.detect.augment import AugmentConfig, build_augment
 from tasks.detect.dataset import DetectionDataset, load_detection_folder
 from tasks.detect.records import AnnotationError
-from tasks.images import ImageDecodeError
+from tasks.images import DataError, ImageDecodeError
 
 
 def _image(path: Path, w: int = 40, h: int = 30) -> None:
@@ -112,7 +112,7 @@ def test_fix_boxes_clips_and_drops_and_counts(tmp_path):
 
 def test_coco_missing_key_unknown_category_and_missing_image(tmp_path):
     bad_key = _coco(tmp_path / "k", [{"id": 1, "image_id": 7, "bbox": [1, 1, 2, 2]}])
-    with pytest.raises(AnnotationError, match=r"annotations\[0\]: missing key 'category_id'"):
+    with pytest.raises(DataError, match=r"annotations\[0\]: missing key 'category_id'"):
         load_detection_folder(bad_key, field="data.train", class_names=None, fix=False)
     bad_cat = _coco(
         tmp_path / "c", [{"id": 1, "image_id": 7, "category_id": 4, "bbox": [1, 1, 2, 2]}]
@@ -250,7 +250,7 @@ def test_coco_inconsistent_files_are_errors_not_silent_merges(tmp_path, edit, me
     data = json.loads((root / "annotations.json").read_text())
     edit(data)
     (root / "annotations.json").write_text(json.dumps(data))
-    with pytest.raises(AnnotationError, match=message):
+    with pytest.raises(DataError, match=message):  # AnnotationError is a DataError
         load_detection_folder(root, field="data.train", class_names=None, fix=False)
 
 
@@ -261,7 +261,7 @@ def test_coco_text_encodings_and_string_flags(tmp_path):
     records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
     assert next(r for r in records if r.image_id == 7).iscrowd.tolist() == [False, True]
     (root / "annotations.json").write_bytes(text.replace("dog", "d\u00f6g").encode("latin-1"))
-    with pytest.raises(AnnotationError, match="annotations.json: not UTF-8"):
+    with pytest.raises(DataError, match="annotations.json: not UTF-8"):
         load_detection_folder(root, field="data.train", class_names=None, fix=False)
 
 
@@ -351,7 +351,6 @@ def test_data_that_cannot_train_says_why(tmp_path, objects, images, message):
     from tasks.config import load_config
     from tasks.detect.config import DetectConfig
     from tasks.detect.task import DetectTask
-    from tasks.images import DataError
 
     for i in range(images):
         _image(tmp_path / "images" / f"x{i}.jpg")

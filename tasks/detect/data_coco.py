@@ -1,57 +1,24 @@
 """COCO JSON detection annotations.
 
 Layout (``data.train=DIR``): ``DIR/annotations.json`` or a single
-``DIR/annotations/instances_*.json``; each ``file_name`` is looked up in ``DIR/images/``,
-next to the JSON, then in ``DIR``. Categories are sorted by id and numbered 1..K; the
-original ids are kept (``category_ids``) so results are written back with them.
+``DIR/annotations/instances_*.json`` (``tasks.coco``); each ``file_name`` is looked up in
+``DIR/images/``, next to the JSON, then in ``DIR``. Categories are sorted by id and numbered
+1..K; the original ids are kept (``category_ids``) so results are written back with them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from tasks.coco import entry_int, entry_value, find_coco_json, read_coco_json
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
-
-
-def find_coco_json(root: Path) -> Path | None:
-    """The annotation file of a COCO-layout folder, or None when there is none."""
-    if (root / "annotations.json").is_file():
-        return root / "annotations.json"
-    found = sorted((root / "annotations").glob("instances_*.json"))
-    if len(found) > 1:
-        raise FileNotFoundError(
-            f"{str(root / 'annotations')!r} holds several COCO files "
-            f"{[p.name for p in found]}; point data.train/data.val at folders with one each"
-        )
-    return found[0] if found else None
-
-
-def _get(entry: dict[str, Any], key: str, where: str) -> Any:
-    if not isinstance(entry, dict) or key not in entry:
-        raise AnnotationError(f"{where}: missing key {key!r} (expected a COCO entry with it)")
-    return entry[key]
-
-
-def _int(entry: dict[str, Any], key: str, where: str) -> int:
-    """``entry[key]`` as an int; COCO ids and sizes are integers (``"3"`` is accepted)."""
-    value = _get(entry, key, where)
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        value = None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-        if number.is_integer():
-            return int(number)
-    except (TypeError, ValueError):
-        pass
-    raise AnnotationError(f"{where}: {key} is {entry[key]!r}, expected an integer")
 
 
 def _bbox(ann: dict[str, Any], where: str) -> list[float]:
     """``[x, y, width, height]`` as floats; ``null`` coordinates become NaN (rejected, or
     dropped with data.fix_boxes, by ``check_boxes``)."""
-    bbox = _get(ann, "bbox", where)
+    bbox = entry_value(ann, "bbox", where)
     numbers = (int, float, type(None))
     if (
         not isinstance(bbox, list)
@@ -91,18 +58,13 @@ def load_coco(
     if json_path is None:
         raise FileNotFoundError(f"no COCO annotation file in {str(root)!r}")
     src = str(json_path)
-    try:
-        data = json.loads(json_path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{src}: not UTF-8 text ({err}); save it as UTF-8") from None
-    except json.JSONDecodeError as err:
-        raise AnnotationError(f"{src}: not valid JSON ({err})") from None
+    data = read_coco_json(json_path)
     for key in ("images", "annotations", "categories"):
-        _get(data, key, src)
+        entry_value(data, key, src)
     cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"
-        cat_id, name = _int(c, "id", where), str(_get(c, "name", where))
+        cat_id, name = entry_int(c, "id", where), str(entry_value(c, "name", where))
         if cat_id in cats:
             raise AnnotationError(f"{where}: id {cat_id} repeats (expected one entry per id)")
         if name in cats.values():
@@ -123,17 +85,17 @@ def load_coco(
     images: dict[int, dict[str, Any]] = {}
     for i, img in enumerate(data["images"]):
         where = f"{src} images[{i}]"
-        image_id = _int(img, "id", where)
+        image_id = entry_int(img, "id", where)
         if image_id in images:
             raise AnnotationError(
                 f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
                 "find their image by it)"
             )
-        file_name = str(_get(img, "file_name", where))
+        file_name = str(entry_value(img, "file_name", where))
         images[image_id] = dict(
             path=_resolve(root, json_path, file_name, where),
-            width=_int(img, "width", where),
-            height=_int(img, "height", where),
+            width=entry_int(img, "width", where),
+            height=entry_int(img, "height", where),
             boxes=[],
             labels=[],
             crowd=[],
@@ -141,8 +103,8 @@ def load_coco(
         )
     for i, ann in enumerate(data["annotations"]):
         where = f"{src} annotations[{i}]"
-        image_id = _int(ann, "image_id", where)
-        cat = _int(ann, "category_id", where)
+        image_id = entry_int(ann, "image_id", where)
+        cat = entry_int(ann, "category_id", where)
         x, y, w, h = _bbox(ann, where)
         if image_id not in images:
             raise AnnotationError(f"{where}: image_id {image_id} is not in 'images'")

@@ -17,7 +17,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.augment import seeded
-from tasks.detect.data_coco import find_coco_json, load_coco
+from tasks.coco import find_coco_json
+from tasks.detect.data_coco import load_coco
 from tasks.detect.data_voc import load_voc_folder, load_vocdevkit, voc_split
 from tasks.detect.records import AnnotationError, ImageRecord
 from tasks.images import read_image_rgb

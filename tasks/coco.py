@@ -1,0 +1,62 @@
+"""COCO JSON files, as detection and segmentation both find and read them.
+
+Layout: ``DIR/annotations.json`` or a single ``DIR/annotations/instances_*.json`` (the COCO
+download's names). Files are read as UTF-8, with or without a byte-order mark (Windows tools
+write one); anything else is one error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.images import DataError
+
+
+def find_coco_json(root: Path) -> Path | None:
+    """The annotation file of a COCO-layout folder, or None when there is none."""
+    if (root / "annotations.json").is_file():
+        return root / "annotations.json"
+    found = sorted((root / "annotations").glob("instances_*.json"))
+    if len(found) > 1:
+        raise FileNotFoundError(
+            f"{str(root / 'annotations')!r} holds several COCO files "
+            f"{[p.name for p in found]}; point data.train/data.val at folders with one each"
+        )
+    return found[0] if found else None
+
+
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """The parsed file; a file that is not UTF-8 JSON raises DataError naming it."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{str(path)}: not UTF-8 text ({err}); save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{str(path)}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{str(path)}: holds a {type(data).__name__}, expected a COCO object")
+    return data
+
+
+def entry_value(entry: dict[str, Any], key: str, where: str) -> Any:
+    """``entry[key]``; a missing key (or an entry that is not an object) is a DataError naming
+    ``where`` (file and entry, e.g. ``annotations.json annotations[3]``)."""
+    if not isinstance(entry, dict) or key not in entry:
+        raise DataError(f"{where}: missing key {key!r} (expected a COCO entry with it)")
+    return entry[key]
+
+
+def entry_int(entry: dict[str, Any], key: str, where: str) -> int:
+    """``entry[key]`` as an int; COCO ids and sizes are integers (``"3"`` is accepted)."""
+    value = entry_value(entry, key, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        value = None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+        if number.is_integer():
+            return int(number)
+    except (TypeError, ValueError):
+        pass
+    raise DataError(f"{where}: {key} is {entry[key]!r}, expected an integer")
