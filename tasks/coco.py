@@ -60,3 +60,23 @@ def entry_int(entry: dict[str, Any], key: str, where: str) -> int:
     except (TypeError, ValueError):
         pass
     raise DataError(f"{where}: {key} is {entry[key]!r}, expected an integer")
+
+
+def crowd_flag(ann: dict[str, Any], where: str) -> bool:
+    """``ann["iscrowd"]`` (default 0) as a bool; 0/1 as numbers or strings."""
+    value = ann.get("iscrowd", 0)
+    if value in (0, 1, "0", "1"):  # True/False compare equal to 1/0
+        return bool(int(value))
+    raise DataError(f"{where}: iscrowd is {value!r}, expected 0 or 1")
+
+
+def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Path:
+    """An entry's ``file_name`` looked up in ``root/images``, next to the JSON, then in
+    ``root``; not found is a FileNotFoundError naming all three."""
+    for base in (root / "images", json_path.parent, root):
+        if (base / file_name).is_file():
+            return base / file_name
+    raise FileNotFoundError(
+        f"{where}: image {file_name!r} is listed but not found in {str(root / 'images')!r}, "
+        f"{str(json_path.parent)!r} or {str(root)!r}"
+    )

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from tasks.config import ConfigError
+from tasks.images import DataError
 from tasks.segment.config import SegmentConfig
-from tasks.segment.data import SegmentationDataset, infer_num_classes, open_source, pad_collate
+from tasks.segment.data import SegmentationDataset, open_source, pad_collate, scan_labels
 from tasks.segment.task import SegmentTask
 
 RNG = np.random.default_rng(0)
@@ -109,7 +110,7 @@ def test_folder_pairs_palette_and_index_masks(tmp_path):
         mask, torch.from_numpy(np.asarray(p_mask).astype(np.int64))
     )  # indices, not RGB
     assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
-    assert infer_num_classes([ds.source], 255) == 3
+    assert scan_labels([ds.source], 255) == ([0, 1, 2], True)
 
 
 def test_task_builds_from_train_and_val_dirs_and_pads_batches(tmp_path):
@@ -293,3 +294,159 @@ def test_val_dataset_alone_never_decodes_training_images(tmp_path):
     assert len(task.build_val_dataset()) == 3 and task.class_names == ["0", "1", "2"]
     with pytest.raises(Exception, match="im0.jpg"):
         task.build_datasets()  # training does decode (and check) every training pair
+
+
+def _task(**data) -> SegmentTask:
+    cfg = SegmentConfig()
+    for key, value in data.items():
+        setattr(cfg.data, key, value)
+    return SegmentTask(cfg)
+
+
+def _binary_folder(root: Path, suffix: str = ".png", mask_stem: str = "{}") -> Path:
+    for i in range(4):
+        _image(root / "images" / f"im{i}.jpg", 16, 16)
+        white = np.zeros((16, 16), dtype=np.uint8)
+        white[4:12, 4 + i : 10 + i] = 255  # black background, white object
+        Image.fromarray(white).save(root / "masks" / (mask_stem.format(f"im{i}") + suffix))
+    return root
+
+
+def test_black_and_white_masks_need_mask_values(tmp_path):
+    """0/255 masks: 255 is the default void value, so the object would vanish; say how to
+    read them, and read them with data.mask_values=[0, 255]."""
+    (tmp_path / "d" / "masks").mkdir(parents=True)
+    root = _binary_folder(tmp_path / "d")
+    with pytest.raises(DataError, match=r"values \[0\] and 255: one class.*mask_values=\[0,255\]"):
+        _task(train=str(root)).build_datasets()
+    task = _task(train=str(root), mask_values=[0, 255])
+    train, val = task.build_datasets()
+    assert task.class_names == ["0", "1"]
+    mask = train.raw(0)[1]
+    assert set(np.unique(mask).tolist()) == {0, 1}
+
+
+def test_jpeg_masks_are_snapped_to_the_listed_values_or_refused(tmp_path):
+    (tmp_path / "d" / "masks").mkdir(parents=True)
+    root = _binary_folder(tmp_path / "d", suffix=".jpg")
+    with pytest.raises(DataError, match=r"im0\.jpg' is a JPEG.*mask_values"):
+        _task(train=str(root), num_classes=2).build_datasets()[0].raw(0)
+    task = _task(train=str(root), mask_values=[0, 255])
+    train, _ = task.build_datasets()
+    mask = train.raw(0)[1]
+    assert set(np.unique(mask).tolist()) == {0, 1}  # JPEG ringing snapped to 0 or 255
+    assert mask[8, 7] == 1 and mask[0, 0] == 0
+
+
+def test_masks_named_with_a_suffix_and_hidden_files(tmp_path, capsys):
+    (tmp_path / "d" / "masks").mkdir(parents=True)
+    root = _binary_folder(tmp_path / "d", mask_stem="{}_mask")
+    (root / "masks" / "._im0_mask.png").write_bytes(b"\0\1")  # macOS metadata, not a mask
+    (root / "masks" / "orphan.png").write_bytes((root / "masks" / "im0_mask.png").read_bytes())
+    source = open_source(str(root), "train", ignore_index=255, mask_values=[0, 255])
+    assert [m.name for _, m in source.pairs] == [f"im{i}_mask.png" for i in range(4)]
+    assert "1 mask(s)" in capsys.readouterr().out
+
+
+def test_sparse_labels_are_refused_and_class_names_set_the_space(tmp_path):
+    root = _folder(tmp_path / "d")
+    with pytest.raises(DataError, match=r"\[1, 2, 255\].*256 classes, 253 of them"):
+        _task(train=str(root), ignore_index=0).build_datasets()
+    task = _task(train=str(root), class_names=["bg", "a", "b", "c"])  # masks hold 0..2 only
+    task.build_datasets()
+    assert task.class_names == ["bg", "a", "b", "c"]
+
+
+def test_palette_png_masks_follow_data_palette_colours(tmp_path):
+    """An editor may re-save RGB masks as palette PNGs with its own colour order: with
+    data.palette the colours, not the stored indices, are the labels."""
+    root = _folder(tmp_path / "d", sizes=((6, 5),))
+    stored = np.zeros((6, 5), dtype=np.uint8)
+    stored[:3] = 1  # index 1 = black in this file's palette, index 0 = red
+    img = Image.fromarray(stored, mode="L")
+    img.putpalette([128, 0, 0, 0, 0, 0] + [0] * 762)
+    img.save(root / "masks" / "im0.png")
+    _, mask = _dataset(root, palette=[[0, 0, 0], [128, 0, 0]])[0]
+    assert (mask[:3] == 0).all() and (mask[3:] == 1).all()
+
+
+def test_mask_turned_by_exif_is_explained(tmp_path):
+    root = _folder(tmp_path / "d", sizes=((6, 5),))
+    _mask(root / "masks" / "im0.png", np.zeros((5, 6)))
+    with pytest.raises(DataError, match="6x5.*5x6.*swapped.*EXIF orientation"):
+        _dataset(root)[0]
+
+
+def test_voc_lists_with_a_bom_png_images_and_missing_images(tmp_path):
+    root = tmp_path / "VOC"
+    for name in ("a", "b"):
+        _image(root / "JPEGImages" / f"{name}.png", 12, 10)
+        _mask(root / "SegmentationClass" / f"{name}.png", _labels(12, 10), mode="P")
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("\ufeffa\r\nb\r\n")
+    source = open_source(str(root), "train", ignore_index=255)
+    assert [i.name for i, _ in source.pairs] == ["a.png", "b.png"]
+    (root / "JPEGImages" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"train\.txt' have no image.*b\.jpg"):
+        open_source(str(root), "train", ignore_index=255)
+
+
+def _coco_doc(cats, anns, height=20, width=30) -> dict:
+    return {
+        "images": [{"id": 1, "file_name": "p.jpg", "height": height, "width": width}],
+        "categories": cats,
+        "annotations": anns,
+    }
+
+
+POLY = [[2, 2, 12, 2, 12, 8, 2, 8]]
+
+
+def _coco_dir(root: Path, doc: dict, name: str = "annotations.json") -> Path:
+    _image(root / "images" / "p.jpg", 20, 30)
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(json.dumps(doc))
+    return root
+
+
+def test_coco_validation_categories_are_matched_by_name(tmp_path):
+    train = _coco_dir(
+        tmp_path / "train",
+        _coco_doc([{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+                  [{"id": 1, "image_id": 1, "category_id": 7, "segmentation": POLY}]),
+    )  # fmt: skip
+    val = _coco_dir(
+        tmp_path / "val",
+        _coco_doc([{"id": 1, "name": "dog"}],  # other ids, fewer categories
+                  [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": POLY}]),
+        name="annotations/instances_val.json",
+    )  # fmt: skip
+    task = _task(train=str(train), val=str(val))
+    _, val_set = task.build_datasets()
+    assert task.class_names == ["background", "cat", "dog"]
+    assert val_set.raw(0)[1][4, 4] == 2  # dog, as in training
+    bird = _coco_dir(
+        tmp_path / "bird",
+        _coco_doc([{"id": 1, "name": "bird"}],
+                  [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": POLY}]),
+    )  # fmt: skip
+    with pytest.raises(DataError, match="category 'bird' .* not one of the training classes"):
+        _task(train=str(train), val=str(bird)).build_datasets()
+
+
+@pytest.mark.parametrize(
+    "ann, message",
+    [
+        ({}, "no 'segmentation' polygon or RLE.*--task detect"),
+        ({"segmentation": []}, "no 'segmentation'"),
+        ({"segmentation": [[1, 1, 20, 20]]}, r"polygon \[1, 1, 20, 20\] is not a list of 3"),
+        ({"category_id": 99, "segmentation": POLY}, "category_id 99 is not in 'categories'"),
+        ({"segmentation": {"counts": "abc", "size": [48, 30]}}, r"RLE size \[48, 30\]"),
+    ],
+)
+def test_coco_annotations_that_cannot_be_rendered_are_named(tmp_path, ann, message):
+    doc = _coco_doc([{"id": 3, "name": "cat"}], [{"id": 5, "image_id": 1, "category_id": 3, **ann}])
+    root = _coco_dir(tmp_path, doc)
+    with pytest.raises(DataError, match=r"annotations\[0\].*" + message):
+        open_source(str(root), "train", ignore_index=255)

@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.coco import entry_int, entry_value, find_coco_json, read_coco_json
+from tasks.coco import (
+    crowd_flag,
+    entry_int,
+    entry_value,
+    find_coco_json,
+    read_coco_json,
+    resolve_image,
+)
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
 
 
@@ -27,23 +34,6 @@ def _bbox(ann: dict[str, Any], where: str) -> list[float]:
     ):
         raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
     return [float("nan") if v is None else float(v) for v in bbox]
-
-
-def _crowd(ann: dict[str, Any], where: str) -> bool:
-    value = ann.get("iscrowd", 0)
-    if value in (0, 1, "0", "1"):  # True/False compare equal to 1/0
-        return bool(int(value))
-    raise AnnotationError(f"{where}: iscrowd is {value!r}, expected 0 or 1")
-
-
-def _resolve(root: Path, json_path: Path, file_name: str, where: str) -> Path:
-    for base in (root / "images", json_path.parent, root):
-        if (base / file_name).is_file():
-            return base / file_name
-    raise FileNotFoundError(
-        f"{where}: image {file_name!r} is listed but not found in {str(root / 'images')!r}, "
-        f"{str(json_path.parent)!r} or {str(root)!r}"
-    )
 
 
 def load_coco(
@@ -93,7 +83,7 @@ def load_coco(
             )
         file_name = str(entry_value(img, "file_name", where))
         images[image_id] = dict(
-            path=_resolve(root, json_path, file_name, where),
+            path=resolve_image(root, json_path, file_name, where),
             width=entry_int(img, "width", where),
             height=entry_int(img, "height", where),
             boxes=[],
@@ -116,7 +106,7 @@ def load_coco(
         entry = images[image_id]
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])
-        entry["crowd"].append(_crowd(ann, where))
+        entry["crowd"].append(crowd_flag(ann, where))
         entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
     records = [
         make_record(

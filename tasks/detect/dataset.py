@@ -98,8 +98,8 @@ class DetectionDataset(Dataset):
         if image.shape[:2] != (r.height, r.width):
             turned = image.shape[:2] == (r.width, r.height)
             hint = (
-                "; an EXIF orientation tag turns this image when it is displayed, and "
-                "annotations must use the displayed size"
+                "; width and height swapped: if the image has an EXIF orientation tag, "
+                "annotations must use the image as displayed, turned"
                 if turned
                 else ""
             )

@@ -32,6 +32,8 @@ class SegmentDataConfig:
     class_names: List[str] = field(default_factory=list)  # noqa: UP006 - [] = "0".."K-1" or from COCO
     ignore_index: int = 255  # void label: not trained on, not scored; pads use it
     palette: List[List[int]] = field(default_factory=list)  # noqa: UP006 - RGB masks: [[r,g,b](,label)] per class
+    mask_values: List[int] = field(default_factory=list)  # noqa: UP006 - stored value of each class,
+    # e.g. [0, 255] for black-and-white masks; [] = values are class indices. JPEG masks need it
     crop_size: int = 512  # training crop side in pixels (smaller images are padded); 0 = none
     max_size: int = 0  # longest side at most this: training images are resized, evaluation and
     # prediction run the model at this scale and upsample logits back (scored at full size); 0 = off

@@ -4,9 +4,10 @@
 
 - folder: ``DIR/images/*`` and ``DIR/masks/*``, pairs matched by file stem;
 - VOC:    ``DIR/JPEGImages``, ``DIR/SegmentationClass``, ``DIR/ImageSets/Segmentation/<split>.txt``;
-- COCO:   ``DIR/annotations.json`` (or a ``.json`` path) + ``DIR/images/``; polygons and RLE
-          are rendered with pycocotools, category ids mapped to labels 1..K (0 = background,
-          crowd regions = ignore_index, larger objects drawn first so small ones stay visible).
+- COCO:   ``DIR/annotations.json``, ``DIR/annotations/instances_*.json`` or a ``.json`` path,
+          images in ``DIR/images/`` (``tasks.coco``); polygons and RLE are rendered with
+          pycocotools, category ids mapped to labels 1..K (0 = background, crowd regions =
+          ignore_index, larger objects drawn first so small ones stay visible).
 
 With no path, the synthetic shapes set (``tasks.shapes``) is used. A source yields
 ``(image uint8 [H, W, 3], mask int64 [H, W], where)``; ``where`` names the files for errors.
@@ -18,13 +19,22 @@ import contextlib
 import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.images import is_image_file, read_image_rgb
+from tasks.coco import (
+    crowd_flag,
+    entry_int,
+    entry_value,
+    find_coco_json,
+    read_coco_json,
+    resolve_image,
+)
+from tasks.images import DataError, is_image_file, read_image_rgb
 from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
@@ -33,18 +43,19 @@ Sample = tuple[np.ndarray, np.ndarray, str]
 
 
 class PairSource:
-    """(image path, mask path) pairs: the folder and VOC layouts."""
+    """(image path, mask path) pairs: the folder and VOC layouts. ``mask_options`` are
+    ``read_mask``'s keyword arguments (palette, values, ignore_index)."""
 
-    def __init__(self, pairs: Sequence[tuple[Path, Path]], palette: Sequence | None = None):
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], **mask_options: Any) -> None:
         self.pairs = list(pairs)
-        self.palette = palette
+        self.mask_options = mask_options
         self.class_names: list[str] = []
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def load_mask(self, i: int) -> np.ndarray:
-        return read_mask(self.pairs[i][1], self.palette)
+        return read_mask(self.pairs[i][1], **self.mask_options)
 
     def load(self, i: int) -> Sample:
         image_path, mask_path = self.pairs[i]
@@ -53,39 +64,119 @@ class PairSource:
 
 
 class CocoSource:
-    """COCO instance annotations rendered to semantic masks (see the module docstring)."""
+    """COCO instance annotations rendered to semantic masks (see the module docstring).
 
-    def __init__(self, json_path: Path, image_dir: Path, ignore_index: int) -> None:
+    Every annotation is checked when the source is opened (its image, category, and a polygon
+    or RLE that fits the image), so a bad entry stops the run before training, by name.
+    class_names: the training set's classes, for a validation file: its categories are then
+    matched by name (another file numbers them its own way, or lists fewer); None = this
+    file's categories, sorted by id. A category named "background" is label 0.
+    """
+
+    def __init__(
+        self, json_path: Path, root: Path, ignore_index: int, class_names: list[str] | None
+    ) -> None:
         from pycocotools.coco import COCO
 
+        src = str(json_path)
+        data = read_coco_json(json_path)
+        for key in ("images", "annotations", "categories"):
+            entry_value(data, key, src)
+        cats = {}
+        for i, c in enumerate(data["categories"]):
+            where = f"{src} categories[{i}]"
+            cats[entry_int(c, "id", where)] = str(entry_value(c, "name", where))
+        own = [name for _, name in sorted(cats.items()) if not _is_background(name)]
+        self.class_names = list(class_names or ["background", *dict.fromkeys(own)])
+        self.label_of = {}
+        for cat_id, name in cats.items():
+            if _is_background(name):
+                self.label_of[cat_id] = 0
+            elif name in self.class_names:
+                self.label_of[cat_id] = self.class_names.index(name)
+            else:
+                raise DataError(
+                    f"{src}: category {name!r} (id {cat_id}) is not one of the training "
+                    f"classes {self.class_names[1:]} (expected the same category names)"
+                )
+        self.paths, sizes = {}, {}
+        for i, img in enumerate(data["images"]):
+            where = f"{src} images[{i}]"
+            image_id = entry_int(img, "id", where)
+            sizes[image_id] = (entry_int(img, "height", where), entry_int(img, "width", where))
+            name = str(entry_value(img, "file_name", where))
+            self.paths[image_id] = resolve_image(root, json_path, name, where)
+        for i, ann in enumerate(data["annotations"]):
+            _check_annotation(ann, f"{src} annotations[{i}]", sizes, self.label_of)
+        self.coco = COCO()
+        self.coco.dataset = data
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO(str(json_path))
-        self.json_path, self.image_dir, self.ignore_index = json_path, image_dir, ignore_index
-        cats = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda c: c["id"])
-        self.label_of = {c["id"]: i + 1 for i, c in enumerate(cats)}
-        self.class_names = ["background", *(c["name"] for c in cats)]
-        self.ids = sorted(self.coco.getImgIds())
+            self.coco.createIndex()
+        self.json_path, self.ignore_index = json_path, ignore_index
+        self.ids = sorted(self.paths)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def load_mask(self, i: int) -> np.ndarray:
-        info = self.coco.loadImgs(self.ids[i])[0]
+        info = self.coco.imgs[self.ids[i]]
         mask = np.zeros((info["height"], info["width"]), dtype=np.int64)
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"]))
-        anns.sort(key=lambda a: (not a.get("iscrowd", 0), -a.get("area", 0)))
+        anns.sort(key=lambda a: (not crowd_flag(a, ""), -float(a.get("area", 0))))
         for ann in anns:
-            value = (
-                self.ignore_index if ann.get("iscrowd", 0) else self.label_of[ann["category_id"]]
-            )
+            crowd = crowd_flag(ann, "")
+            value = self.ignore_index if crowd else self.label_of[int(ann["category_id"])]
             mask[self.coco.annToMask(ann) > 0] = value
         return mask
 
     def load(self, i: int) -> Sample:
-        info = self.coco.loadImgs(self.ids[i])[0]
-        image_path = self.image_dir / info["file_name"]
+        image_path = self.paths[self.ids[i]]
         where = f"image {str(image_path)!r} (annotations {str(self.json_path)!r})"
         return read_image_rgb(image_path), self.load_mask(i), where
+
+
+def _is_background(name: str) -> bool:
+    return name.strip().lower() in ("background", "_background_", "__background__")
+
+
+def _check_annotation(
+    ann: dict, where: str, sizes: dict[int, tuple[int, int]], label_of: dict[int, int]
+) -> None:
+    """One COCO annotation can be rendered: its image and category exist and it has a polygon
+    (3+ points) or an RLE of its image's size. Raises DataError naming ``where``."""
+    image_id, cat = entry_int(ann, "image_id", where), entry_int(ann, "category_id", where)
+    crowd_flag(ann, where)
+    if image_id not in sizes:
+        raise DataError(f"{where}: image_id {image_id} is not in 'images'")
+    if cat not in label_of:
+        raise DataError(
+            f"{where}: category_id {cat} is not in 'categories' (expected one of "
+            f"{sorted(label_of)})"
+        )
+    seg = ann.get("segmentation")
+    if not seg:
+        raise DataError(
+            f"{where} (id {ann.get('id', '?')}): no 'segmentation' polygon or RLE (a box-only "
+            "COCO file is detection data: --task detect)"
+        )
+    height, width = sizes[image_id]
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if "counts" not in seg or list(size or []) != [height, width]:
+            raise DataError(
+                f"{where}: RLE size {size} does not match its image's [height, width] = "
+                f"{[height, width]} (expected an RLE with 'counts' and that size)"
+            )
+        return
+    for polygon in seg if isinstance(seg, list) else [None]:
+        numeric = isinstance(polygon, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon
+        )
+        if not numeric or len(polygon) < 6 or len(polygon) % 2:
+            raise DataError(
+                f"{where}: segmentation polygon {str(polygon)[:60]} is not a list of 3 or more "
+                "x, y points (expected [[x1, y1, x2, y2, x3, y3, ...], ...] or an RLE)"
+            )
 
 
 class ShapesSource:
@@ -123,41 +214,68 @@ class SubsetSource:
         return self.source.load(self.indices[i])
 
 
+# a mask may carry one of these after its image's stem: im0.jpg <- im0_mask.png (Carvana,
+# ISIC and many exports name masks so)
+MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation")
+
+
+def _visible_images(folder: Path) -> list[Path]:
+    """Image files in ``folder``, sorted; hidden ones (``.DS_Store``, macOS ``._x.png``) skipped."""
+    return [p for p in sorted(folder.iterdir()) if is_image_file(p) and not p.name.startswith(".")]
+
+
 def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
-    """``root/images`` x ``root/masks`` matched by stem; an image without a mask is an error."""
-    masks = {p.stem: p for p in sorted((root / "masks").iterdir()) if is_image_file(p)}
-    images = [p for p in sorted((root / "images").iterdir()) if is_image_file(p)]
+    """``root/images`` x ``root/masks`` matched by stem (the mask's stem may add a suffix of
+    ``MASK_SUFFIXES``); an image without a mask is an error, masks without an image are
+    counted in a note."""
+    masks = {p.stem: p for p in _visible_images(root / "masks")}
+    images = _visible_images(root / "images")
     if not images:
         raise FileNotFoundError(f"no image files in {str(root / 'images')!r}")
-    missing = [p.name for p in images if p.stem not in masks]
+    pairs, missing = [], []
+    for image in images:
+        found = [masks[image.stem + s] for s in MASK_SUFFIXES if image.stem + s in masks]
+        if found:
+            pairs.append((image, found[0]))
+        else:
+            missing.append(image.name)
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} image(s) in {str(root / 'images')!r} have no mask with the same "
-            f"stem in {str(root / 'masks')!r}: {missing[:5]}; add the masks or remove the images"
+            f"stem (or the stem + {', '.join(MASK_SUFFIXES[1:])}) in {str(root / 'masks')!r}: "
+            f"{missing[:5]}; add the masks or remove the images"
         )
-    return [(p, masks[p.stem]) for p in images]
+    unused = len(masks) - len({m for _, m in pairs})
+    if unused:
+        print(f"note: {unused} mask(s) in {str(root / 'masks')!r} have no image; not used")
+    return pairs
 
 
 def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """The pairs listed in ``root/ImageSets/Segmentation/<split>.txt``."""
+    """The pairs listed in ``root/ImageSets/Segmentation/<split>.txt``; images by stem with
+    any image extension, checked up front like the masks."""
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
         raise FileNotFoundError(f"VOC split file {str(listing)!r} does not exist")
-    names = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    lines = listing.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM
+    names = [line.split()[0] for line in lines if line.strip()]
+    images = {p.stem: p for p in _visible_images(root / "JPEGImages")}
     pairs = [
-        (root / "JPEGImages" / f"{n}.jpg", root / "SegmentationClass" / f"{n}.png") for n in names
+        (images.get(n, root / "JPEGImages" / f"{n}.jpg"), root / "SegmentationClass" / f"{n}.png")
+        for n in names
     ]
-    missing = [str(m) for _, m in pairs if not m.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) listed in {str(listing)!r} have no mask: {missing[:5]}"
-        )
+    for kind, k in (("mask", 1), ("image", 0)):
+        missing = [str(pair[k]) for pair in pairs if not pair[k].is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} name(s) listed in {str(listing)!r} have no {kind}: {missing[:5]}"
+            )
     return pairs
 
 
 def layout_of(path: Path) -> str:
     """ "coco", "voc" or "folder" from what is on disk; anything else is an error."""
-    if path.suffix == ".json" or (path / "annotations.json").is_file():
+    if path.suffix == ".json" or find_coco_json(path) is not None:
         return "coco"
     if (path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir():
         return "voc"
@@ -166,36 +284,46 @@ def layout_of(path: Path) -> str:
     raise FileNotFoundError(
         f"data path {str(path)!r} is not a segmentation data set; expected one of: "
         "DIR/images + DIR/masks (folder), DIR/JPEGImages + DIR/SegmentationClass + "
-        "DIR/ImageSets/Segmentation (VOC), DIR/annotations.json + DIR/images (COCO)"
+        "DIR/ImageSets/Segmentation (VOC), DIR/annotations.json or "
+        "DIR/annotations/instances_*.json + DIR/images (COCO)"
     )
 
 
-def open_source(path: str, split: str, *, ignore_index: int, palette: Sequence | None = None):
-    """The source for ``path`` (``split`` picks the VOC list: "train" or "val")."""
+def open_source(
+    path: str,
+    split: str,
+    *,
+    ignore_index: int,
+    palette: Sequence | None = None,
+    mask_values: Sequence[int] | None = None,
+    class_names: list[str] | None = None,
+):
+    """The source for ``path`` (``split`` picks the VOC list: "train" or "val"; ``palette``
+    and ``mask_values``: how masks store labels, see ``masks.read_mask``; ``class_names``: the
+    training classes a COCO validation file is matched to by name)."""
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data path {str(root)!r} does not exist")
     layout = layout_of(root)
     if layout == "coco":
-        json_path = root if root.suffix == ".json" else root / "annotations.json"
-        image_dir = json_path.parent / "images"
-        return CocoSource(
-            json_path, image_dir if image_dir.is_dir() else json_path.parent, ignore_index
-        )
+        json_path = root if root.suffix == ".json" else find_coco_json(root)
+        base = json_path.parent if root.suffix == ".json" else root
+        return CocoSource(json_path, base, ignore_index, class_names)
     pairs = voc_pairs(root, split) if layout == "voc" else folder_pairs(root)
-    return PairSource(pairs, palette)
+    return PairSource(pairs, palette=palette, values=mask_values, ignore_index=ignore_index)
 
 
-def infer_num_classes(sources: Sequence, ignore_index: int) -> int:
-    """1 + the largest non-void label over every mask of ``sources`` (reads each mask once)."""
-    top = 0
+def scan_labels(sources: Sequence, ignore_index: int) -> tuple[list[int], bool]:
+    """(sorted labels other than ``ignore_index`` found in every mask of ``sources``, whether
+    any pixel is ``ignore_index``); reads each mask once."""
+    found: set[int] = set()
+    void = False
     for source in sources:
         for i in range(len(source)):
-            mask = source.load_mask(i)
-            valid = mask[mask != ignore_index]
-            if valid.size:
-                top = max(top, int(valid.max()))
-    return top + 1
+            values = np.unique(source.load_mask(i))
+            void = void or bool((values == ignore_index).any())
+            found.update(values[values != ignore_index].tolist())
+    return sorted(found), void
 
 
 class SegmentationDataset(Dataset):

@@ -2,9 +2,14 @@
 
 A mask is a single-channel PNG whose pixel values are class indices: greyscale (``L``,
 16-bit ``I;16``) or palette (``P``: the stored index is the label, the palette colours are
-ignored). RGB masks are read only through ``data.palette`` (colour -> index), because a
-colour has no index of its own; an RGB mask whose three channels are equal is greyscale
-saved as RGB and is read as such.
+ignored unless ``data.palette`` is given). RGB masks are read only through ``data.palette``
+(colour -> index), because a colour has no index of its own; an RGB mask whose three channels
+are equal is greyscale saved as RGB and is read as such. ``data.mask_values`` maps greyscale
+values that are not class indices (black-and-white 0/255 masks) to classes 0..K-1.
+
+JPEG masks are lossy: compression shifts values near every edge, inventing labels. They are
+read only through ``data.mask_values`` or ``data.palette``, each pixel snapped to the nearest
+listed value or colour.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import numpy as np
 from PIL import Image
 
 from tasks.images import DataError
+
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 PALETTE_HINT = (
     "convert it to a single-channel index PNG (pixel value = class index; palette PNGs also "
@@ -39,48 +46,86 @@ def palette_lookup(palette: Sequence[Sequence[int]]) -> dict[tuple[int, int, int
     return table
 
 
-def _rgb_to_labels(rgb: np.ndarray, palette: Sequence[Sequence[int]], path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] colours -> int64 [H, W] labels; an unlisted colour is an error."""
-    table = palette_lookup(palette)
-    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    labels = np.empty(len(uniq), dtype=np.int64)
-    for j, code in enumerate(uniq.tolist()):
-        colour = (code >> 16, (code >> 8) & 255, code & 255)
-        if colour not in table:
-            raise DataError(
-                f"mask {str(path)!r} has colour {list(colour)} that data.palette does not list "
-                f"(palette colours: {[list(c) for c in table][:8]}...); add it to data.palette"
-            )
-        labels[j] = table[colour]
-    return labels[inverse].reshape(rgb.shape[:2])
+def _lookup(
+    found: np.ndarray, table: dict[tuple[int, ...], int], lossy: bool, unknown: str
+) -> np.ndarray:
+    """Label of each row of ``found`` (int [N, C] distinct values or colours) from ``table``
+    ({value or colour: label}); a lossy file's strays go to the nearest listed entry, a
+    lossless file's are a DataError (``unknown`` is its message, given the stray)."""
+    keys = np.asarray(list(table), dtype=np.int64).reshape(len(table), -1)
+    labels = np.empty(len(found), dtype=np.int64)
+    for j, row in enumerate(found.tolist()):
+        key = tuple(row)
+        if key in table:
+            labels[j] = table[key]
+        elif lossy:
+            labels[j] = table[tuple(keys[np.abs(keys - row).sum(1).argmin()].tolist())]
+        else:
+            raise DataError(unknown.format(row if len(row) > 1 else row[0]))
+    return labels
 
 
-def read_mask(path: Path, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """The label map of ``path`` as int64 [H, W] (values not yet checked)."""
+def read_mask(
+    path: Path,
+    *,
+    palette: Sequence[Sequence[int]] | None = None,
+    values: Sequence[int] | None = None,
+    ignore_index: int = 255,
+) -> np.ndarray:
+    """The label map of ``path`` as int64 [H, W] (labels not yet checked against the classes).
+
+    palette: ``data.palette`` (RGB and palette-PNG masks are read by colour).
+    values:  ``data.mask_values``: the stored value of class i is ``values[i]``; other values
+             than those and ``ignore_index`` are an error (JPEG: snapped to the nearest).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
+            if mode == "P" and palette:
+                img, mode = img.convert("RGB"), "RGB"
             arr = np.asarray(img)
     except OSError as err:
         raise DataError(f"cannot read mask {str(path)!r}: {err}") from None
-    if mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-        return arr.astype(np.int64)
-    if mode == "LA" or mode == "PA":
-        return arr[..., 0].astype(np.int64)
-    if mode in ("RGB", "RGBA"):
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    if arr.ndim == 3:
         rgb = arr[..., :3]
-        if palette:
-            return _rgb_to_labels(rgb, palette, path)
-        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-            return rgb[..., 0].astype(np.int64)
-        raise DataError(
-            f"mask {str(path)!r} is an {mode} colour image with no palette; {PALETTE_HINT}"
+        if palette and mode in ("RGB", "RGBA"):
+            table = palette_lookup(palette)
+            found, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+            unknown = (
+                f"mask {str(path)!r} has colour {{}} that data.palette does not list "
+                f"(palette colours: {[list(c) for c in table][:8]}...); add it to data.palette"
+            )
+            return _lookup(found, table, lossy, unknown)[inverse.ravel()].reshape(rgb.shape[:2])
+        grey = mode in ("LA", "PA") or bool((rgb == rgb[..., :1]).all())  # greyscale as RGB
+        if grey:
+            arr = rgb[..., 0]
+        else:
+            raise DataError(
+                f"mask {str(path)!r} is an {mode} colour image with no palette; {PALETTE_HINT}"
+            )
+    elif mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+        raise DataError(f"mask {str(path)!r} has unsupported image mode {mode!r}; {PALETTE_HINT}")
+    arr = arr.astype(np.int64)
+    if values:
+        table = {(int(v),): i for i, v in enumerate(values)}
+        table.setdefault((ignore_index,), ignore_index)
+        found, inverse = np.unique(arr, return_inverse=True)
+        unknown = (
+            f"mask {str(path)!r} holds value {{}}, which is neither in data.mask_values="
+            f"{list(values)} nor data.ignore_index={ignore_index} (expected only those values)"
         )
-    raise DataError(f"mask {str(path)!r} has unsupported image mode {mode!r}; {PALETTE_HINT}")
+        return _lookup(found[:, None], table, lossy, unknown)[inverse].reshape(arr.shape)
+    if lossy:
+        raise DataError(
+            f"mask {str(path)!r} is a JPEG: lossy compression changes label values near every "
+            "edge, inventing classes; save masks as PNG, or set data.mask_values=[...] (the "
+            "stored value of each class, e.g. [0, 255]) to snap each pixel to the nearest"
+        )
+    return arr
 
 
 def check_mask(
@@ -94,9 +139,17 @@ def check_mask(
     """Raises a DataError naming ``where`` (the files) when the mask does not fit its image
     or holds a label outside ``0..num_classes-1`` that is not ``ignore_index``."""
     if mask.shape[:2] != image.shape[:2]:
+        turned = mask.shape[:2] == image.shape[1::-1]
+        hint = (
+            " (width and height swapped: if the image has an EXIF orientation tag, masks must "
+            "match the image as displayed, turned)"
+            if turned
+            else ""
+        )
         raise DataError(
             f"{where}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
-            f"{image.shape[1]}x{image.shape[0]}; masks must match their image pixel for pixel"
+            f"{image.shape[1]}x{image.shape[0]}; masks must match their image pixel for "
+            f"pixel{hint}"
         )
     bad = ((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)
     if bad.any():

@@ -35,10 +35,10 @@ from tasks.segment.data import (
     SegmentationDataset,
     ShapesSource,
     SubsetSource,
-    infer_num_classes,
     layout_of,
     open_source,
     pad_collate,
+    scan_labels,
 )
 from tasks.segment.infer import predict_logits
 from tasks.segment.metrics import ConfusionMatrix
@@ -76,6 +76,11 @@ class SegmentTask(Task):
                 f"data.eval_scales={list(cfg.data.eval_scales)}: expected one or more factors "
                 "> 0, e.g. [1.0] (one scale) or [1.0, 1.25]"
             )
+        if len(set(cfg.data.mask_values)) != len(cfg.data.mask_values):
+            raise ConfigError(
+                f"data.mask_values={list(cfg.data.mask_values)}: a value repeats (expected the "
+                "stored value of each class, once)"
+            )
         if not 0 <= cfg.data.ignore_index <= 65535:  # masks are PNGs: labels are 0..65535
             raise ConfigError(
                 f"data.ignore_index={cfg.data.ignore_index}: expected a mask value in "
@@ -92,10 +97,14 @@ class SegmentTask(Task):
                 ShapesSource(d.synthetic_train, seed=seed, size=size),
                 ShapesSource(d.synthetic_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET, size=size),
             )
-        opts = dict(ignore_index=d.ignore_index, palette=[list(p) for p in d.palette] or None)
+        opts = dict(
+            ignore_index=d.ignore_index,
+            palette=[list(p) for p in d.palette] or None,
+            mask_values=list(d.mask_values) or None,
+        )
         train = open_source(d.train, "train", **opts)
         if d.val is not None:
-            return train, open_source(d.val, "val", **opts)
+            return train, open_source(d.val, "val", **opts, class_names=train.class_names or None)
         if layout_of(Path(d.train)) == "voc":
             return train, open_source(d.train, "val", **opts)
         if len(train) < 2:
@@ -132,13 +141,15 @@ class SegmentTask(Task):
         return self._val_dataset(val, self._label_space(train, val))
 
     def _label_space(self, train: Any, val: Any) -> int:
-        """Number of classes; sets ``self.class_names``. An explicit data.num_classes wins;
-        COCO and shapes know theirs; else the masks are scanned."""
+        """Number of classes; sets ``self.class_names``. data.num_classes, data.class_names or
+        data.mask_values give it; COCO and shapes know theirs; else the masks are scanned."""
         d = self.cfg.data
         k = (
             d.num_classes
+            or len(d.class_names)
+            or len(d.mask_values)
             or len(train.class_names)
-            or infer_num_classes([train, val], d.ignore_index)
+            or self._scan_label_space(train, val)
         )
         if d.class_names and len(d.class_names) != k:
             raise ConfigError(
@@ -147,6 +158,31 @@ class SegmentTask(Task):
             )
         names = list(d.class_names) or train.class_names[:k]
         self.class_names = names + [str(i) for i in range(len(names), k)]
+        return k
+
+    def _scan_label_space(self, train: Any, val: Any) -> int:
+        """1 + the largest label in the masks, refused when it is surely not what the user
+        meant: one class (black-and-white masks whose white is the void value), or a space
+        mostly empty (the void value is another number than data.ignore_index)."""
+        ignore = self.cfg.data.ignore_index
+        labels, void = scan_labels([train, val], ignore)
+        k = 1 + (labels[-1] if labels else 0)
+        found = f"the masks hold the values {labels[:10]}" + (f" and {ignore}" if void else "")
+        if k == 1:
+            raise DataError(
+                f"data.train={self.cfg.data.train!r}: {found}: one class, nothing to segment "
+                f"({ignore} is data.ignore_index, void). For black-and-white masks whose "
+                f"foreground is {ignore} set data.mask_values=[0,{ignore}]; else set "
+                "data.num_classes"
+            )
+        if k > 8 and k > 2 * len(labels):
+            raise DataError(
+                f"data.train={self.cfg.data.train!r}: {found}, so labels 0..{k - 1} would make "
+                f"{k} classes, {k - len(labels)} of them without a pixel; set data.mask_values="
+                f"{labels} (stored value of each class), data.ignore_index to the void value, "
+                "or data.num_classes"
+            )
+        print(f"data.num_classes not set: {found} -> {k} classes")
         return k
 
     def _val_dataset(self, val: Any, k: int) -> SegmentationDataset:
@@ -238,7 +274,10 @@ class SegmentTask(Task):
             cm.update(logits.argmax(1), masks)
         model.train(was_training)
         if pixels == 0:
-            raise ValueError("evaluate() found no labelled (non-void) pixel in the validation set")
+            raise DataError(
+                f"the validation set (data.val={d.val!r}) has no labelled pixel: every mask is "
+                f"data.ignore_index={d.ignore_index}, so there is nothing to score"
+            )
         self._matrix = cm.matrix.clone()
         return {**cm.compute(self.class_names), "loss": loss_sum / pixels}
 
