@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from backbones.registry import Registry
+from tasks.config import ConfigError
 
 
 class Task(ABC):
@@ -39,8 +40,16 @@ class Task(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]
     primary_metric: ClassVar[str]
+    # predict() writes files named after each image's stem (pictures, masks), not just JSON
+    writes_image_files: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
+        data = getattr(cfg, "data", None)
+        if getattr(data, "val", None) is not None and getattr(data, "train", 0) is None:
+            raise ConfigError(
+                f"data.val={data.val!r} is set but data.train is not: without data.train the "
+                "built-in synthetic set is used for both (set data.train too)"
+            )
         self.cfg = cfg
         self.class_names: list[str] = []
         # Fraction of the training run done (0..1; of the time budget when there is one), set

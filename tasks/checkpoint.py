@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
-from torch import Tensor
+from torch import Tensor, nn
+
+from tasks.images import DataError
 
 BEST_WEIGHTS = "model.safetensors"
 LAST_WEIGHTS = "last.safetensors"
@@ -76,9 +78,30 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    return load_safetensors_bytes(path.read_bytes()), metadata
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_safetensors_bytes(path.read_bytes()), metadata
+    except (SafetensorError, OSError, ValueError) as err:
+        raise DataError(
+            f"weights file {str(path)!r} is not readable ({err}); expected a .safetensors "
+            "file written by resvision (a truncated copy? copy it again)"
+        ) from None
+
+
+def load_into(model: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state)``; weights that do not fit the model rebuilt from the
+    config and data (the data's classes or the config changed since ``path`` was written)
+    are one DataError naming the file and the first differences, not torch's long list."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise DataError(
+            f"weights {str(path)!r} do not fit the model built from the current config and "
+            f"data ({'; '.join(lines)[:300]}): the classes found in the data or the config "
+            "changed since they were saved"
+        ) from None
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
@@ -92,7 +115,14 @@ def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"resume state {str(path)!r} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DataError(
+            f"resume state {str(path)!r} is not readable ({str(err).splitlines()[0]}); "
+            "a truncated copy? Without it the run cannot resume (its model.safetensors still "
+            "loads for eval/predict/export)"
+        ) from None
 
 
 def rng_state() -> dict[str, Any]:

@@ -68,6 +68,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# the smallest value each engine key takes (a 0 batch divides by zero deep in the loop)
+MINIMUMS: dict[str, float] = {
+    "train.batch_size": 1,
+    "train.grad_accum": 1,
+    "train.epochs": 1,
+    "train.max_minutes": 0,
+    "train.max_steps": 0,
+    "train.lr": 0,
+    "train.num_workers": 0,
+}
+
+
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
     """Every dotted leaf key of a config node (``["model.backbone", "train.lr", ...]``)."""
     keys: list[str] = []
@@ -165,6 +177,10 @@ def load_config(
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config keys not set: {', '.join(missing)}")
+    for key, low in MINIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < low:
+            raise ConfigError(f"config key {key!r} = {value!r}: expected a value >= {low:g}")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed:

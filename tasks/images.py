@@ -1,4 +1,4 @@
-"""Robust image decoding shared by every task: one function, always uint8 RGB.
+"""Robust image decoding shared by every task and the ONNX runtime: always uint8 RGB.
 
 Photos from phones carry their rotation in EXIF, scanners write CMYK or 16-bit greyscale,
 web images are palette or RGBA. ``read_image_rgb`` turns all of them into the same
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+# The decoder is the ONNX inference module's (which must stand alone): training, predict.py
+# and infer_onnx.py turn every file into the same pixels.
+from tasks.inference import IMAGE_EXTENSIONS, to_rgb
 
 
 class DataError(ValueError):
@@ -31,25 +33,6 @@ class ImageDecodeError(DataError):
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when the name ends with one of ``IMAGE_EXTENSIONS`` (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> ``RGB``. Transparent pixels are composited onto white (not black),
-    16/32-bit greyscale is rescaled to 0..255 instead of clipped."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, mode="L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
 def read_image_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
@@ -68,7 +51,7 @@ def read_image_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarr
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are what matter
             with Image.open(path) as img:
                 img.load()
-                img = _to_rgb(ImageOps.exif_transpose(img))
+                img = to_rgb(ImageOps.exif_transpose(img))
                 if size is not None and img.size != (size, size):
                     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
                 return np.asarray(img, dtype=np.uint8).copy()

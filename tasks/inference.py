@@ -40,7 +40,9 @@ PROVIDER_CHOICES = {
     "cpu": [CPU],
 }
 DTYPES = {"uint8": np.uint8, "float32": np.float32}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"
+)  # fmt: skip
 
 
 def physical_cores() -> int:
@@ -94,8 +96,11 @@ def create_session(
                 warnings.simplefilter("ignore")
                 session = ort.InferenceSession(str(path), options, providers=chain[first:])
         except Exception as err:  # a listed GPU provider whose libraries or device are missing
-            if chain[first:] == [CPU]:
-                raise
+            if chain[first:] == [CPU]:  # the file itself: not an ONNX model, or a broken one
+                raise ValueError(
+                    f"{str(path)!r} is not a loadable ONNX model ({str(err).splitlines()[0]}); "
+                    "expected a file written by tools/export_onnx.py"
+                ) from None
             skipped.append(f"{chain[first]} failed to start ({str(err).splitlines()[0]})")
             continue
         if session.get_providers()[0] != chain[first]:  # ORT dropped it and fell back itself
@@ -110,14 +115,36 @@ def create_session(
     return session
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> ``RGB``. Transparent pixels are composited onto white (not black),
+    16/32-bit greyscale is rescaled to 0..255 instead of clipped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB of an image file (EXIF rotation applied)."""
+    """uint8 [H, W, 3] RGB of an image file: EXIF rotation applied, any mode through ``to_rgb``
+    (the decoder training uses too, ``tasks.images.read_image_rgb``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     try:
-        with Image.open(path) as img:
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"), dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are what matter
+            with Image.open(path) as img:
+                return np.asarray(to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8).copy()
     except OSError as err:
         raise ValueError(f"cannot decode image {str(path)!r}: {err}") from None
 

@@ -50,5 +50,5 @@ def load_model(
     state, metadata = ckpt.read_weights(path)
     task = load_task(metadata, path, overrides)
     model = task.build_model()
-    model.load_state_dict(state)
+    ckpt.load_into(model, state, path)
     return model.to(device).eval(), task

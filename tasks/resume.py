@@ -41,7 +41,7 @@ def restore(trainer: Any, state: dict[str, Any]) -> None:
             f"resume it with the same number (got {trainer.dist.world_size})"
         )
     weights, _ = ckpt.read_weights(trainer.run_dir / ckpt.LAST_WEIGHTS)
-    trainer.model.load_state_dict(weights)
+    ckpt.load_into(trainer.model, weights, trainer.run_dir / ckpt.LAST_WEIGHTS)
     trainer.optimizer.load_state_dict(state["optimizer"])
     if state["scaler"]:
         trainer.scaler.load_state_dict(state["scaler"])

@@ -91,3 +91,23 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert final["step"] == 14
     ema_a = torch.load(straight / "last.pt", weights_only=True)["ema"]
     assert all(torch.equal(ema_a[k], v) for k, v in final["ema"].items())
+
+
+def test_broken_checkpoint_files_are_named_errors(tmp_path: Path) -> None:
+    """A truncated copy of a weights or resume file, or weights for other classes, is one
+    error naming the file (the tools print it), not a safetensors/torch traceback."""
+    from tasks.images import DataError
+
+    state = {"weight": torch.ones(3, 4)}
+    ckpt.save_weights(tmp_path / "m.safetensors", state, {"task": "_toy"})
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.safetensors' is not readable"):
+        ckpt.read_weights(tmp_path / "cut.safetensors")
+    ckpt.save_state(tmp_path / "last.pt", {"step": 3, "t": torch.zeros(1000)})
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:200])
+    with pytest.raises(DataError, match=r"last\.pt' is not readable"):
+        ckpt.load_state(tmp_path / "last.pt")
+    model = torch.nn.Linear(4, 2, bias=False)  # 2 classes now, 3 when saved
+    with pytest.raises(DataError, match=r"m\.safetensors' do not fit.*size mismatch.*classes"):
+        ckpt.load_into(model, state, tmp_path / "m.safetensors")

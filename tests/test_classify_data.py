@@ -132,3 +132,47 @@ def test_random_resized_crop_full_scale_is_identity():
     out = random_resized_crop(x, 8, scale=(1.0, 1.0), ratio=(1.0, 1.0))
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
     assert random_resized_crop(x, 4).shape == (3, 3, 4, 4)
+
+
+def test_split_and_class_checks_refuse_what_would_waste_a_run(tmp_path, capsys):
+    """A class with every image held out or unreadable, one class only, no validation image:
+    each refused before training, naming the class or setting."""
+    from tasks.classify.config import ClassifyConfig
+    from tasks.classify.task import ClassifyTask
+    from tasks.config import load_config
+    from tasks.images import DataError
+
+    def task(root, *extra):
+        cfg = load_config(
+            ClassifyConfig, overrides=[f"data.train={root}", "data.image_size=8", *extra]
+        )
+        return ClassifyTask(cfg)
+
+    root = make_tree(tmp_path / "uneven", {"a": 10, "b": 2})
+    train, val = task(root, "data.val_fraction=0.75").build_datasets()
+    assert train.labels.tolist().count(1) == 1 and val.labels.tolist().count(1) == 1
+    one = make_tree(tmp_path / "one", {"a": 4})
+    with pytest.raises(DataError, match=r"1 class folder \(\['a'\]\).*two or more"):
+        task(one).build_datasets()
+    bad = make_tree(tmp_path / "bad", {"a": 4, "b": 2})
+    for f in (bad / "b").iterdir():
+        f.write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"\['b'\] have no training image"):
+        task(bad, "data.skip_bad=true").build_datasets()
+    single = make_tree(tmp_path / "single", {"a": 1, "b": 1})
+    with pytest.raises(DataError, match="hold-out.*no readable image to validate on"):
+        task(single).build_datasets()
+
+
+def test_hidden_folders_inside_classes_are_skipped_and_cache_keeps_skip_bad(tmp_path):
+    from tasks.classify.data import scan_image_folder
+
+    root = make_tree(tmp_path / "d")
+    (root / "cat" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (12, 12)).save(root / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    assert len(scan_image_folder(root).paths) == 5
+    (root / "dog" / "1.jpg").write_bytes(b"broken")
+    cache = tmp_path / "cache"
+    assert load_image_folder(root, 8, skip_bad=True, cache_dir=str(cache)).skipped == 1
+    with pytest.raises(ImageDecodeError, match=r"1\.jpg"):  # not answered from that cache
+        load_image_folder(root, 8, skip_bad=False, cache_dir=str(cache))

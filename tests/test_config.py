@@ -121,3 +121,25 @@ def test_model_option_errors_from_backbones_are_one_line(tmp_path, capsys) -> No
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: norm_layer='nonsense' is not known") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", r"'train.batch_size' = 0: expected a value >= 1"),
+        ("train.grad_accum=0", r"'train.grad_accum' = 0: expected a value >= 1"),
+        ("train.max_minutes=-1", r"'train.max_minutes' = -1.0: expected a value >= 0"),
+    ],
+)
+def test_out_of_range_engine_values_are_config_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(ToyConfig, overrides=[override])
+
+
+def test_val_data_without_train_data_is_refused() -> None:
+    from tasks import TASKS
+    from tasks.toy import ToyTask  # noqa: F401 - registers "_toy"
+
+    cfg = load_config(TASKS.get("classify").config_class, overrides=["data.val=/data/val"])
+    with pytest.raises(ConfigError, match="data.val='/data/val' is set but data.train is not"):
+        TASKS.create("classify", cfg=cfg)

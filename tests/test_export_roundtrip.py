@@ -116,11 +116,16 @@ def test_segment_infer_onnx_draws_what_predict_draws(tmp_path, capsys):
     assert Image.open(eager / "street_mask.png").mode == "P"
 
 
-def test_parity_failure_exits_nonzero(tmp_path, capsys, monkeypatch):
+def test_parity_failure_exits_nonzero_and_keeps_the_earlier_file(tmp_path, capsys, monkeypatch):
     ckpt = make_checkpoint(tmp_path, "classify")
+    (tmp_path / "m.onnx").write_bytes(b"an earlier, good export")
     monkeypatch.setattr(parity, "TOLERANCE", -1.0)  # nothing can pass
     code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path / "m.onnx")])
     assert code == 1 and "disagree" in capsys.readouterr().err
+    assert (tmp_path / "m.onnx").read_bytes() == b"an earlier, good export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classify.safetensors", "m.onnx"]
+    code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path)])
+    assert code == 2 and "expected a file path" in capsys.readouterr().err
 
 
 def test_checkpoint_without_task_metadata_is_a_clear_error(tmp_path, capsys):

@@ -167,3 +167,23 @@ def test_unusable_gpu_provider_gives_one_warning_not_ort_noise(exported, capfd):
         OnnxModel(exported[0], provider="tensorrt")
     out, err = capfd.readouterr()
     assert "EP Error" not in out and "Failed to load library" not in err
+
+
+def test_onnx_reader_decodes_like_training(tmp_path):
+    """infer_onnx.py, int8 calibration and the --val report see the pixels training saw:
+    transparency on white, 16-bit greyscale rescaled (not clipped to white)."""
+    from tasks.images import read_image_rgb
+    from tasks.inference import read_image
+
+    Image.fromarray((np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)).save(tmp_path / "a.png")
+    Image.new("RGBA", (3, 3), (10, 20, 30, 0)).save(tmp_path / "b.png")
+    for name in ("a.png", "b.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name), read_image_rgb(tmp_path / name))
+    assert read_image(tmp_path / "a.png")[0, 1].tolist() == [19, 19, 19]
+    assert read_image(tmp_path / "b.png")[0, 0].tolist() == [255, 255, 255]
+
+
+def test_a_file_that_is_not_onnx_is_one_error(tmp_path):
+    (tmp_path / "m.onnx").write_text("not a model")
+    with pytest.raises(ValueError, match=r"m\.onnx' is not a loadable ONNX model"):
+        inference.OnnxModel(tmp_path / "m.onnx", provider="cpu")

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         device = distributed.pick_device(args.device)
         model = task.build_model()
-        model.load_state_dict(state)
+        checkpoint.load_into(model, state, path)
         model.to(device).eval()
         loader = data.val_loader(
             val_set,

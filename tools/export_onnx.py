@@ -53,7 +53,7 @@ def run_parity(task, model, spec, path: Path, dynamic: bool, batch: int) -> None
     worst = max(r.max_diff for r in rows)
     print(f"parity: largest difference {worst:.2e} over {len(rows)} shapes (tolerance {TOLERANCE})")
     if not all(r.ok for r in rows):
-        raise ExportError(f"ONNX Runtime and PyTorch disagree on {path} (see the lines above)")
+        raise ExportError("ONNX Runtime and PyTorch disagree (lines above); nothing written")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,28 +71,37 @@ def main(argv: list[str] | None = None) -> int:
             calibration_files(args.int8)
             if args.val:
                 check_folder(args.val)
+        output = Path(args.output)
+        if output.is_dir() or not output.parent.is_dir():
+            raise FileNotFoundError(
+                f"--output {str(output)!r}: expected a file path in an existing folder"
+            )
         model, task = load_model(args.checkpoint)
         spec = build_export(model, task)
         shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]
         meta = build_metadata(task, model, spec, input_dtype=args.input_dtype, input_shape=shape)
-        output = Path(args.output)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = Path(tmp) / "fp32.onnx" if (args.fp16 or args.int8) else output
+        # every file is made and checked in a folder beside --output, which only a model
+        # that passed receives (a rename: an earlier good file is never half-replaced)
+        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
             export_onnx(spec, fp32, metadata=meta, opset=args.opset, dynamic=args.dynamic,
                         input_dtype=args.input_dtype, batch=args.batch)  # fmt: skip
-            print(f"exported {task.name} model to {fp32} (opset {args.opset}, "
+            print(f"exported {task.name} model (opset {args.opset}, "
                   f"{'dynamic' if args.dynamic else 'static'} shape {shape})")  # fmt: skip
             if not args.skip_parity:
                 run_parity(task, model, spec, fp32, args.dynamic, args.batch)
+            final = fp32
             if args.fp16 or args.int8:
                 from tasks.export import quantize
 
+                final = Path(tmp) / "final.onnx"
                 if args.fp16:
-                    quantize.to_fp16(fp32, output)
+                    quantize.to_fp16(fp32, final)
                 else:
-                    quantize.to_int8(fp32, output, args.int8)
+                    quantize.to_int8(fp32, final, args.int8)
                     if args.val:
-                        quantize.report(task, fp32, output, args.val)
+                        quantize.report(task, fp32, final, args.val)
+            final.replace(output)
         print(f"wrote {output}")
         return 0
 

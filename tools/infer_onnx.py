@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         out = Path(args.out) if args.out else None
-        images = list_images(args.images, unique_stems=out is not None)
         model = OnnxModel(args.model, provider=args.provider)
+        images = list_images(args.images, unique_stems=out is not None and model.task != "classify")
         print(f"{model.path.name}: task {model.task}, provider {model.provider}")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(detect_result(model, path, res, out, args.score_thresh))
             else:
                 results.append(segment_result(model, path, res, out))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # DataError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     if out is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tasks import distributed, load_model
 from tasks.cli import run_tool
+from tasks.config import ConfigError
 from tasks.images import list_images
 
 
@@ -23,9 +24,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         out_dir = Path(args.out) if args.out else None
-        images = list_images(args.images, unique_stems=out_dir is not None)
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out {str(out_dir)!r} is a file; expected a folder")
         device = distributed.pick_device(args.device)
         model, task = load_model(args.checkpoint, device)
+        named = out_dir is not None and task.writes_image_files
+        images = list_images(args.images, unique_stems=named)
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         task.predict(model, images, out_dir, device)

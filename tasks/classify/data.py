@@ -53,11 +53,17 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             f"{field}={str(root)!r} has no class sub-folders (expected "
             f"{root}/<class_name>/<image>.jpg)"
         )
+    loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p)]
+    if loose:
+        print(f"note: {field}: {len(loose)} image(s) beside the class folders are not used")
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(
-            p for p in class_dir.rglob("*") if is_image_file(p) and not p.name.startswith(".")
+        files = sorted(  # hidden files and folders (.ipynb_checkpoints, ._x.jpg) left out
+            p
+            for p in class_dir.rglob("*")
+            if is_image_file(p)
+            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
         )
         if not files:
             raise DataError(
@@ -69,8 +75,8 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
     return FolderListing(paths, labels, [d.name for d in class_dirs])
 
 
-def _cache_key(paths: list[Path], size: int) -> str:
-    digest = hashlib.sha1(f"v{CACHE_VERSION} size={size}".encode())
+def _cache_key(paths: list[Path], size: int, skip_bad: bool) -> str:
+    digest = hashlib.sha1(f"v{CACHE_VERSION} size={size} skip_bad={skip_bad}".encode())
     for p in paths:
         st = p.stat()
         digest.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -94,10 +100,14 @@ def decode_images(
     """
     cache_file = None
     if cache_dir and paths:
-        cache_file = Path(cache_dir).expanduser() / f"images-{_cache_key(paths, size)}.pt"
+        key = _cache_key(paths, size, skip_bad)
+        cache_file = Path(cache_dir).expanduser() / f"images-{key}.pt"
         if cache_file.is_file():
-            cached = torch.load(cache_file, weights_only=True)
-            return cached["images"], cached["kept"]
+            try:
+                cached = torch.load(cache_file, weights_only=True)
+                return cached["images"], cached["kept"]
+            except (RuntimeError, EOFError, OSError, KeyError) as err:
+                print(f"note: cache file {str(cache_file)!r} is unreadable ({err}); rebuilding")
 
     def load(path: Path) -> np.ndarray | None:
         try:
@@ -119,7 +129,7 @@ def decode_images(
     kept_t = torch.tensor(kept, dtype=torch.int64)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")  # torchrun ranks write at once
         torch.save({"images": images, "kept": kept_t}, tmp)
         tmp.replace(cache_file)  # atomic: a crashed run never leaves half a cache file
     return images, kept_t
@@ -128,8 +138,9 @@ def decode_images(
 def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Seeded per-class hold-out: ``(train_idx, val_idx)``, each sorted.
 
-    Each class gives ``round(fraction * n_class)`` images (at least one when it has two or
-    more), so the same labels, fraction and seed always give the same split.
+    Each class gives ``round(fraction * n_class)`` images, at least one and always leaving
+    one to train on when it has two or more, so the same labels, fraction and seed always
+    give the same split.
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"data.val_fraction={fraction}: expected a fraction in (0, 1)")
@@ -138,9 +149,9 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()
         n_val = round(fraction * len(idx))
-        n_val = max(n_val, 1) if len(idx) >= 2 else 0
+        n_val = min(max(n_val, 1), len(idx) - 1) if len(idx) >= 2 else 0
         val_parts.append(idx[torch.randperm(len(idx), generator=gen)[:n_val]])
-    val_idx = torch.sort(torch.cat(val_parts)).values
+    val_idx = torch.sort(torch.cat(val_parts)).values if val_parts else labels[:0]
     mask = torch.ones(len(labels), dtype=torch.bool)
     mask[val_idx] = False
     return torch.nonzero(mask).flatten(), val_idx

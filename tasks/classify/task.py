@@ -56,6 +56,33 @@ def progressive_sizes(schedule: list[list[float]], image_size: int) -> list[tupl
     return steps
 
 
+def check_splits(train: InMemoryImages, val: InMemoryImages, d: Any) -> None:
+    """Refuse, before training, what would waste it: fewer than two classes, a class with no
+    training image (all its files unreadable, or all held out), or an empty validation set."""
+    where = f"data.train={d.train!r}"
+    if len(train.class_names) < 2:
+        raise DataError(
+            f"{where} has {len(train.class_names)} class folder ({train.class_names}); "
+            "classification needs two or more"
+        )
+    counts = torch.bincount(train.labels, minlength=len(train.class_names)).tolist()
+    empty = [name for name, n in zip(train.class_names, counts, strict=True) if n == 0]
+    if empty:
+        raise DataError(
+            f"{where}: class(es) {empty} have no training image left (unreadable files "
+            "skipped, or every image held out); add images or remove the folder(s)"
+        )
+    if len(val) == 0:
+        source = (
+            f"data.val={d.val!r}"
+            if d.val is not None
+            else (
+                f"the hold-out (data.val_fraction={d.val_fraction}; classes of one image give none)"
+            )
+        )
+        raise DataError(f"{source} has no readable image to validate on; set data.val")
+
+
 @TASKS.register("classify")
 class ClassifyTask(Task):
     """Single-label image classification; ``primary_metric`` is held-out top-1 (a fraction)."""
@@ -70,6 +97,22 @@ class ClassifyTask(Task):
             raise ConfigError(
                 f"data.augment={cfg.data.augment!r}: expected one of {', '.join(PRESETS)}"
             )
+        if cfg.data.image_size < 8:
+            raise ConfigError(
+                f"data.image_size={cfg.data.image_size}: expected at least 8 pixels (the nets "
+                "downsample by 8 or more)"
+            )
+        if not 0 <= cfg.model.dropout < 1:
+            raise ConfigError(
+                f"model.dropout={cfg.model.dropout}: expected a probability in [0, 1)"
+            )
+        for key in ("mean", "std"):
+            values = list(getattr(cfg.model, key))
+            if len(values) != 3 or (key == "std" and min(values) <= 0):
+                raise ConfigError(
+                    f"model.{key}={values}: expected three per-channel values (R, G, B, in "
+                    "0..255 pixel units)" + (", all > 0" if key == "std" else "")
+                )
         if not 0 <= cfg.data.tta_translate < cfg.data.image_size // 2:
             raise ConfigError(
                 f"data.tta_translate={cfg.data.tta_translate!r}: expected pixels from 0 (off) "
@@ -84,29 +127,46 @@ class ClassifyTask(Task):
         d = self.cfg.data
         if d.train is None:
             return self._synthetic()
-        load = dict(skip_bad=d.skip_bad, workers=d.decode_workers, cache_dir=d.cache_dir or "")
-        full = load_image_folder(d.train, d.image_size, field="data.train", **load)
+        full = load_image_folder(d.train, d.image_size, field="data.train", **self._load_options())
         self.skipped = full.skipped
         if d.val is None:
             train_idx, val_idx = stratified_split(full.labels, d.val_fraction, d.split_seed)
             train, val = full.subset(train_idx), full.subset(val_idx)
         else:
-            train = full
-            val = load_image_folder(d.val, d.image_size, field="data.val", **load)
-            self.skipped += val.skipped
-            missing = sorted(set(val.class_names) - set(train.class_names))
-            if missing:
-                raise DataError(
-                    f"data.val={d.val!r} has class folder(s) {missing} that data.train="
-                    f"{d.train!r} lacks (expected the val classes to be a subset of "
-                    f"{train.class_names})"
-                )
-            remap = torch.tensor([train.class_names.index(c) for c in val.class_names])
-            val = InMemoryImages(val.images, remap[val.labels], train.class_names)
+            train, val = full, self._val_folder(full.class_names)
         if self.skipped:
             print(f"classify: skipped {self.skipped} unreadable image(s) (data.skip_bad=true)")
+        check_splits(train, val, d)
         self.class_names = list(train.class_names)
         return train, val
+
+    def build_val_dataset(self) -> Dataset:
+        """data.val alone when the classes are known (``tools/eval.py`` after loading a
+        checkpoint): the training folder is neither needed nor decoded."""
+        d = self.cfg.data
+        if d.train is None or d.val is None or not self.class_names:
+            return self.build_datasets()[1]
+        self.skipped = 0
+        return self._val_folder(list(self.class_names))
+
+    def _load_options(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return dict(skip_bad=d.skip_bad, workers=d.decode_workers, cache_dir=d.cache_dir or "")
+
+    def _val_folder(self, class_names: list[str]) -> InMemoryImages:
+        """data.val decoded, its labels renumbered to ``class_names`` (the training classes;
+        a val folder may lack some, not add any)."""
+        d = self.cfg.data
+        val = load_image_folder(d.val, d.image_size, field="data.val", **self._load_options())
+        self.skipped += val.skipped
+        missing = sorted(set(val.class_names) - set(class_names))
+        if missing:
+            raise DataError(
+                f"data.val={d.val!r} has class folder(s) {missing} that data.train="
+                f"{d.train!r} lacks (expected the val classes to be a subset of {class_names})"
+            )
+        remap = torch.tensor([class_names.index(c) for c in val.class_names])
+        return InMemoryImages(val.images, remap[val.labels], class_names)
 
     def _synthetic(self) -> tuple[Dataset, Dataset]:
         d, seed = self.cfg.data, self.cfg.train.seed

@@ -45,6 +45,7 @@ class DetectTask(Task):
     name = "detect"
     config_class = DetectConfig
     primary_metric = "AP"
+    writes_image_files = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -49,7 +49,12 @@ def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> li
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} is not a folder; expected calibration images"
         )
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if not files:
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected "

@@ -53,6 +53,7 @@ class SegmentTask(Task):
     name = "segment"
     config_class = SegmentConfig
     primary_metric = "mIoU"
+    writes_image_files = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
