@@ -1,8 +1,9 @@
 """COCO JSON files, as detection and segmentation both find and read them.
 
-Layout: ``DIR/annotations.json`` or a single ``DIR/annotations/instances_*.json`` (the COCO
-download's names). Files are read as UTF-8, with or without a byte-order mark (Windows tools
-write one); anything else is one error naming the file.
+Layout: ``DIR/annotations.json``, ``DIR/_annotations.coco.json`` (Roboflow's export, images
+beside it) or a single ``DIR/annotations/instances_*.json`` (the COCO download's names).
+Files are read as UTF-8, with or without a byte-order mark (Windows tools write one);
+anything else is one error naming the file.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.images import DataError
+from tasks.images import DataError, displayed_size
 
 
 def find_coco_json(root: Path) -> Path | None:
     """The annotation file of a COCO-layout folder, or None when there is none."""
-    if (root / "annotations.json").is_file():
-        return root / "annotations.json"
+    for name in ("annotations.json", "_annotations.coco.json"):
+        if (root / name).is_file():
+            return root / name
     found = sorted((root / "annotations").glob("instances_*.json"))
     if len(found) > 1:
         raise FileNotFoundError(
@@ -80,3 +82,11 @@ def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Pa
         f"{where}: image {file_name!r} is listed but not found in {str(root / 'images')!r}, "
         f"{str(json_path.parent)!r} or {str(root)!r}"
     )
+
+
+def image_size(img: dict[str, Any], path: Path, where: str) -> tuple[int, int]:
+    """(width, height) of an ``images`` entry; from the image file itself (as displayed,
+    EXIF-turned) when the entry leaves them out, as some exporters do."""
+    if "width" not in img and "height" not in img:
+        return displayed_size(path)
+    return entry_int(img, "width", where), entry_int(img, "height", where)

@@ -358,3 +358,19 @@ def test_data_that_cannot_train_says_why(tmp_path, objects, images, message):
     task = DetectTask(load_config(DetectConfig, overrides=[f"data.train={tmp_path}"]))
     with pytest.raises(DataError, match=message):
         task.build_datasets()
+
+
+def test_roboflow_export_without_image_sizes(tmp_path):
+    """Roboflow writes ``_annotations.coco.json`` beside the images; some exporters leave
+    out width/height, which then come from the image file."""
+    _image(tmp_path / "a.jpg", 40, 30)
+    doc = {
+        "images": [{"id": 0, "file_name": "a.jpg"}],
+        "categories": [{"id": 0, "name": "cells"}, {"id": 1, "name": "cell"}],
+        "annotations": [{"id": 1, "image_id": 0, "category_id": 1, "bbox": [1, 2, 10, 5]}],
+    }
+    (tmp_path / "_annotations.coco.json").write_text(json.dumps(doc))
+    records, names, _ = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert names == ["cells", "cell"] and (records[0].width, records[0].height) == (40, 30)

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def resume_source(run_dir: Path, task: str | None) -> tuple[str, Path]:
     """(task name, config.yaml) of an interrupted run."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"--resume {str(run_dir)!r}: no such run folder")
     _, meta = checkpoint.read_weights(run_dir / checkpoint.LAST_WEIGHTS)
     if task is not None and task != meta["task"]:
         raise ConfigError(f"--resume {str(run_dir)!r} is a {meta['task']!r} run, not {task!r}")

@@ -16,6 +16,7 @@ from tasks.coco import (
     entry_int,
     entry_value,
     find_coco_json,
+    image_size,
     read_coco_json,
     resolve_image,
 )
@@ -81,11 +82,12 @@ def load_coco(
                 f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
                 "find their image by it)"
             )
-        file_name = str(entry_value(img, "file_name", where))
+        path = resolve_image(root, json_path, str(entry_value(img, "file_name", where)), where)
+        width, height = image_size(img, path, where)
         images[image_id] = dict(
-            path=resolve_image(root, json_path, file_name, where),
-            width=entry_int(img, "width", where),
-            height=entry_int(img, "height", where),
+            path=path,
+            width=width,
+            height=height,
             boxes=[],
             labels=[],
             crowd=[],

@@ -4,7 +4,7 @@
 
 - folder: ``DIR/images/*`` and ``DIR/masks/*``, pairs matched by file stem;
 - VOC:    ``DIR/JPEGImages``, ``DIR/SegmentationClass``, ``DIR/ImageSets/Segmentation/<split>.txt``;
-- COCO:   ``DIR/annotations.json``, ``DIR/annotations/instances_*.json`` or a ``.json`` path,
+- COCO:   ``DIR/annotations.json`` (or the other names ``tasks.coco`` knows) or a ``.json`` path,
           images in ``DIR/images/`` (``tasks.coco``); polygons and RLE are rendered with
           pycocotools, category ids mapped to labels 1..K (0 = background, crowd regions =
           ignore_index, larger objects drawn first so small ones stay visible).
@@ -31,6 +31,7 @@ from tasks.coco import (
     entry_int,
     entry_value,
     find_coco_json,
+    image_size,
     read_coco_json,
     resolve_image,
 )
@@ -103,9 +104,10 @@ class CocoSource:
         for i, img in enumerate(data["images"]):
             where = f"{src} images[{i}]"
             image_id = entry_int(img, "id", where)
-            sizes[image_id] = (entry_int(img, "height", where), entry_int(img, "width", where))
             name = str(entry_value(img, "file_name", where))
             self.paths[image_id] = resolve_image(root, json_path, name, where)
+            img["width"], img["height"] = image_size(img, self.paths[image_id], where)
+            sizes[image_id] = (img["height"], img["width"])
         for i, ann in enumerate(data["annotations"]):
             _check_annotation(ann, f"{src} annotations[{i}]", sizes, self.label_of)
         self.coco = COCO()
