@@ -9,6 +9,7 @@ anything else is one error naming the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,21 @@ def entry_int(entry: dict[str, Any], key: str, where: str) -> int:
     except (TypeError, ValueError):
         pass
     raise DataError(f"{where}: {key} is {entry[key]!r}, expected an integer")
+
+
+def annotation_refs(
+    ann: dict[str, Any], where: str, image_ids: Collection[int], category_ids: Collection[int]
+) -> tuple[int, int]:
+    """``(image_id, category_id)`` of an annotation, both checked to exist in the file."""
+    image_id, cat = entry_int(ann, "image_id", where), entry_int(ann, "category_id", where)
+    if image_id not in image_ids:
+        raise DataError(f"{where}: image_id {image_id} is not in 'images'")
+    if cat not in category_ids:
+        raise DataError(
+            f"{where}: category_id {cat} is not in 'categories' (expected one of "
+            f"{sorted(category_ids)})"
+        )
+    return image_id, cat
 
 
 def crowd_flag(ann: dict[str, Any], where: str) -> bool:

@@ -117,7 +117,7 @@ def test_coco_missing_key_unknown_category_and_missing_image(tmp_path):
     bad_cat = _coco(
         tmp_path / "c", [{"id": 1, "image_id": 7, "category_id": 4, "bbox": [1, 1, 2, 2]}]
     )
-    with pytest.raises(AnnotationError, match="category_id 4 is not in 'categories'"):
+    with pytest.raises(DataError, match="category_id 4 is not in 'categories'"):
         load_detection_folder(bad_cat, field="data.train", class_names=None, fix=False)
     root = _coco(tmp_path / "m", GOOD)
     (root / "images" / "b.png").unlink()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.coco import (
+    annotation_refs,
     crowd_flag,
     entry_int,
     entry_value,
@@ -95,16 +96,8 @@ def load_coco(
         )
     for i, ann in enumerate(data["annotations"]):
         where = f"{src} annotations[{i}]"
-        image_id = entry_int(ann, "image_id", where)
-        cat = entry_int(ann, "category_id", where)
+        image_id, cat = annotation_refs(ann, where, images, cat_label)
         x, y, w, h = _bbox(ann, where)
-        if image_id not in images:
-            raise AnnotationError(f"{where}: image_id {image_id} is not in 'images'")
-        if cat not in cat_label:
-            raise AnnotationError(
-                f"{where}: category_id {cat} is not in 'categories' (expected one of "
-                f"{sorted(cats)})"
-            )
         entry = images[image_id]
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.coco import (
+    annotation_refs,
     crowd_flag,
     entry_int,
     entry_value,
@@ -146,15 +147,8 @@ def _check_annotation(
 ) -> None:
     """One COCO annotation can be rendered: its image and category exist and it has a polygon
     (3+ points) or an RLE of its image's size. Raises DataError naming ``where``."""
-    image_id, cat = entry_int(ann, "image_id", where), entry_int(ann, "category_id", where)
+    image_id, _ = annotation_refs(ann, where, sizes, label_of)
     crowd_flag(ann, where)
-    if image_id not in sizes:
-        raise DataError(f"{where}: image_id {image_id} is not in 'images'")
-    if cat not in label_of:
-        raise DataError(
-            f"{where}: category_id {cat} is not in 'categories' (expected one of "
-            f"{sorted(label_of)})"
-        )
     seg = ann.get("segmentation")
     if not seg:
         raise DataError(
