@@ -121,9 +121,10 @@ def load_state(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"resume state {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - torch.load fails many ways on a damaged file
         raise DataError(
-            f"resume state {str(path)!r} is not readable ({str(err).splitlines()[0]}); "
+            f"resume state {str(path)!r} is not readable ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); "
             "a truncated copy? Without it the run cannot resume (its model.safetensors still "
             "loads for eval/predict/export)"
         ) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,51 @@ def image_size(img: dict[str, Any], path: Path, where: str) -> tuple[int, int]:
     if "width" not in img and "height" not in img:
         return displayed_size(path)
     return entry_int(img, "width", where), entry_int(img, "height", where)
+
+
+@dataclass
+class CocoImage:
+    """One ``images`` entry: its file and (width, height) in pixels."""
+
+    path: Path
+    width: int
+    height: int
+
+
+def read_coco(
+    json_path: Path, root: Path
+) -> tuple[dict[int, str], dict[int, CocoImage], list[dict[str, Any]]]:
+    """``(categories {id: name}, images {id: CocoImage}, raw annotations)`` of a COCO file,
+    checked: the three keys present, integer ids, no id or category name twice (either
+    would silently drop an image or merge two classes), at least one category, every image
+    file found (see ``resolve_image``)."""
+    src = str(json_path)
+    data = read_coco_json(json_path)
+    for key in ("images", "annotations", "categories"):
+        entry_value(data, key, src)
+    cats: dict[int, str] = {}
+    for i, c in enumerate(data["categories"]):
+        where = f"{src} categories[{i}]"
+        cat_id, name = entry_int(c, "id", where), str(entry_value(c, "name", where))
+        if cat_id in cats:
+            raise DataError(f"{where}: id {cat_id} repeats (expected one entry per id)")
+        if name in cats.values():
+            raise DataError(
+                f"{where}: name {name!r} repeats (expected one category per name: classes "
+                "are matched by name)"
+            )
+        cats[cat_id] = name
+    if not cats:
+        raise DataError(f"{src}: 'categories' is empty (expected the object classes)")
+    images: dict[int, CocoImage] = {}
+    for i, img in enumerate(data["images"]):
+        where = f"{src} images[{i}]"
+        image_id = entry_int(img, "id", where)
+        if image_id in images:
+            raise DataError(
+                f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
+                "find their image by it)"
+            )
+        path = resolve_image(root, json_path, str(entry_value(img, "file_name", where)), where)
+        images[image_id] = CocoImage(path, *image_size(img, path, where))
+    return cats, images, list(data["annotations"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,14 @@ from tasks.distributed import DistInfo
 # training seed reaches, and the same one in every task (detect and segment validate on the
 # same shapes images).
 SYNTHETIC_VAL_SEED_OFFSET = 1_000_003
+
+
+def read_name_list(path: Path) -> list[str]:
+    """The first word of each non-blank line of a split list (VOC ``ImageSets/*/<split>.txt``:
+    ``2007_000032`` or ``2007_000032 -1``); a byte-order mark (Notepad writes one) and CRLF
+    line ends are fine."""
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    return [line.split()[0] for line in lines if line.strip()]
 
 
 def worker_error_message(err: BaseException) -> str:

@@ -184,7 +184,10 @@ class Trainer:
     def _keep_progress(self, err: DataError) -> DataError:
         """A bad file met mid-run (images decode lazily; validation images only when first
         evaluated): save what was trained, so fixing the file and resuming loses nothing.
-        Single process only: a DDP peer may be waiting in a collective."""
+        Single process only: a DDP peer may be waiting in a collective. Weights, optimizer and
+        sampler position are those of the last finished step; the RNG states are taken now,
+        after the failed step's draws, so the continuation is a valid run but not bit-equal
+        to an uninterrupted one (the data changed anyway)."""
         if self.dist.enabled or self.step == 0:
             return err
         self.save_last()

@@ -66,17 +66,40 @@ def displayed_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image as ``read_image_rgb`` returns it: the header's size,
     swapped when an EXIF orientation tag turns the picture by 90 degrees. Reads the header
     only."""
-    with Image.open(path) as img:
-        width, height = img.size
-        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(
+            f"cannot read image {str(path)!r}: {err} (expected a readable image file)"
+        ) from None
     return (height, width) if turned else (width, height)
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """True when a file or folder between ``root`` and ``path`` is hidden (``.DS_Store``,
+    macOS ``._x.jpg``, ``.ipynb_checkpoints/``): such files are never data."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def swapped_size_hint(actual_hw: tuple[int, ...], expected_hw: tuple[int, ...]) -> str:
+    """A hint for a size mismatch that is a 90-degree turn (empty otherwise): EXIF orientation
+    turns a photo when it is displayed, and annotations follow the displayed image."""
+    if tuple(actual_hw[:2]) != tuple(expected_hw[1::-1]):
+        return ""
+    return (
+        "; width and height swapped: if the image has an EXIF orientation tag, annotations "
+        "and masks must follow the image as displayed, turned"
+    )
 
 
 def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> list[Path]:
     """The image files named on a command line (``tools/predict.py``, ``infer_onnx.py``),
     checked before any result is written, so a bad name does not stop the tool half-way.
 
-    A folder stands for the image files directly inside it (sorted; other files skipped). A
+    A folder stands for the image files directly inside it (sorted; hidden and other files
+    skipped). A
     missing path raises FileNotFoundError; a file whose header does not decode as an image
     raises ImageDecodeError. ``unique_stems``: the outputs are named by stem, so two images
     with one stem (``a/0.jpg``, ``b/0.png``) are an error instead of one overwriting the other.
@@ -84,7 +107,11 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
     paths: list[Path] = []
     for arg in map(Path, args):
         if arg.is_dir():
-            found = sorted(p for p in arg.iterdir() if p.is_file() and is_image_file(p))
+            found = sorted(
+                p
+                for p in arg.iterdir()
+                if p.is_file() and is_image_file(p) and not is_hidden(p, arg)
+            )
             if not found:
                 raise FileNotFoundError(
                     f"folder {str(arg)!r} holds no image files (expected names ending in "

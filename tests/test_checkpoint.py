@@ -105,9 +105,10 @@ def test_broken_checkpoint_files_are_named_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cut\.safetensors' is not readable"):
         ckpt.read_weights(tmp_path / "cut.safetensors")
     ckpt.save_state(tmp_path / "last.pt", {"step": 3, "t": torch.zeros(1000)})
-    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:200])
-    with pytest.raises(DataError, match=r"last\.pt' is not readable"):
-        ckpt.load_state(tmp_path / "last.pt")
+    for damaged in (b"", b"<html>not found</html>", (tmp_path / "last.pt").read_bytes()[:200]):
+        (tmp_path / "last.pt").write_bytes(damaged)
+        with pytest.raises(DataError, match=r"last\.pt' is not readable"):
+            ckpt.load_state(tmp_path / "last.pt")
     model = torch.nn.Linear(4, 2, bias=False)  # 2 classes now, 3 when saved
     with pytest.raises(DataError, match=r"m\.safetensors' do not fit.*size mismatch.*classes"):
         ckpt.load_into(model, state, tmp_path / "m.safetensors")

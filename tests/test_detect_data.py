@@ -277,6 +277,9 @@ def test_voc_images_without_xml_are_images_without_objects(tmp_path, capsys):
     assert [r.path.name for r in records] == ["x1.jpg", "x2.jpg"] and names == ["a"]
     assert len(records[1].boxes) == 0 and (records[1].width, records[1].height) == (40, 30)
     assert "data.train: 1 image(s)" in capsys.readouterr().out
+    (tmp_path / "images" / "x3.jpg").write_bytes(b"half a file")
+    with pytest.raises(ImageDecodeError, match=r"x3\.jpg"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
 
 
 def test_voc_size_missing_or_zero_is_read_from_the_exif_turned_image(tmp_path):
@@ -335,9 +338,10 @@ def test_eval_reads_only_the_validation_folder(tmp_path):
     root = _coco(tmp_path / "val", GOOD)
     overrides = [f"data.train={tmp_path / 'gone'}", f"data.val={root}"]
     task = DetectTask(load_config(DetectConfig, overrides=overrides))
-    task.class_names = ["cat", "dog"]  # what load_task restores from the checkpoint
+    task.class_names = ["ant", "cat", "bee", "dog"]  # what load_task restores from the checkpoint
     val = task.build_val_dataset()
-    assert len(val) == 2 and task.category_ids == [3, 17]
+    # classes the val file lacks get distinct unused ids: COCOeval needs distinct ids
+    assert len(val) == 2 and task.category_ids == [18, 3, 19, 17]
 
 
 @pytest.mark.parametrize(

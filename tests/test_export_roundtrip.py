@@ -125,7 +125,7 @@ def test_parity_failure_exits_nonzero_and_keeps_the_earlier_file(tmp_path, capsy
     assert (tmp_path / "m.onnx").read_bytes() == b"an earlier, good export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classify.safetensors", "m.onnx"]
     code = load_tool("export_onnx").main([str(ckpt), "--output", str(tmp_path)])
-    assert code == 2 and "expected a file path" in capsys.readouterr().err
+    assert code == 2 and "is a folder; expected a file path" in capsys.readouterr().err
 
 
 def test_checkpoint_without_task_metadata_is_a_clear_error(tmp_path, capsys):

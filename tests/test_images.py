@@ -97,6 +97,7 @@ def test_list_images_checks_every_path_before_any_output(tmp_path):
     for name in ("b.png", "a.jpg"):
         Image.new("RGB", (4, 4)).save(folder / name)
     (folder / "notes.txt").write_text("not an image")
+    (folder / "._a.jpg").write_bytes(b"macOS metadata")
     assert [p.name for p in list_images([folder], unique_stems=True)] == ["a.jpg", "b.png"]
     with pytest.raises(ImageDecodeError, match=r"notes\.txt' as an image"):
         list_images([folder / "a.jpg", folder / "notes.txt"], unique_stems=False)

@@ -177,10 +177,10 @@ def test_onnx_reader_decodes_like_training(tmp_path):
 
     Image.fromarray((np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)).save(tmp_path / "a.png")
     Image.new("RGBA", (3, 3), (10, 20, 30, 0)).save(tmp_path / "b.png")
-    for name in ("a.png", "b.png"):
+    assert read_image(tmp_path / "a.png")[0, 1].tolist() == [19, 19, 19]  # 5000 / 65535 * 255
+    assert read_image(tmp_path / "b.png")[0, 0].tolist() == [255, 255, 255]  # clear -> white
+    for name in ("a.png", "b.png"):  # training's reader (with resizing and its own errors)
         np.testing.assert_array_equal(read_image(tmp_path / name), read_image_rgb(tmp_path / name))
-    assert read_image(tmp_path / "a.png")[0, 1].tolist() == [19, 19, 19]
-    assert read_image(tmp_path / "b.png")[0, 0].tolist() == [255, 255, 255]
 
 
 def test_a_file_that_is_not_onnx_is_one_error(tmp_path):

@@ -450,3 +450,49 @@ def test_coco_annotations_that_cannot_be_rendered_are_named(tmp_path, ann, messa
     root = _coco_dir(tmp_path, doc)
     with pytest.raises(DataError, match=r"annotations\[0\].*" + message):
         open_source(str(root), "train", ignore_index=255)
+
+
+def test_coco_string_ids_and_repeated_ids(tmp_path):
+    """Ids written as strings ("1") are the same ids for the rendering; an id twice is an
+    error (it would drop one image and draw its objects on the other)."""
+    ann = {"id": 1, "image_id": "1", "category_id": 3, "segmentation": POLY}
+    doc = _coco_doc([{"id": "3", "name": "cat"}], [ann])
+    doc["images"][0]["id"] = 1
+    source = open_source(str(_coco_dir(tmp_path / "a", doc)), "train", ignore_index=255)
+    assert source.load_mask(0)[4, 4] == 1
+    doc["images"].append({**doc["images"][0], "file_name": "p.jpg"})
+    with pytest.raises(DataError, match=r"images\[1\]: id 1 repeats"):
+        open_source(str(_coco_dir(tmp_path / "b", doc)), "train", ignore_index=255)
+
+
+def test_class_names_must_fit_a_coco_label_space(tmp_path):
+    doc = _coco_doc([{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+                    [{"id": 1, "image_id": 1, "category_id": 7, "segmentation": POLY}])  # fmt: skip
+    root = _coco_dir(tmp_path, doc)
+    with pytest.raises(ConfigError, match="class_names has 2 names but the label space has 3"):
+        _task(train=str(root), val=str(root), class_names=["cat", "dog"]).build_datasets()
+
+
+def test_one_bit_masks_and_palette_pngs_keep_their_void(tmp_path):
+    root = _folder(tmp_path / "d", sizes=((6, 5),))
+    bits = np.zeros((6, 5), dtype=bool)
+    bits[:2] = True
+    Image.fromarray(bits).save(root / "masks" / "im0.png")  # mode "1": reads 0/1
+    source = open_source(str(root), "train", ignore_index=255, mask_values=[0, 255])
+    assert source.load_mask(0)[:2].min() == 1 and source.load_mask(0)[2:].max() == 0
+    stored = np.zeros((6, 5), dtype=np.uint8)
+    stored[0] = 255  # VOC's void index, coloured (224, 224, 192) by the file's palette
+    img = Image.fromarray(stored, mode="L")
+    img.putpalette([0] * 765 + [224, 224, 192])
+    img.save(root / "masks" / "im0.png")
+    _, mask = _dataset(root, palette=[[0, 0, 0], [128, 0, 0]])[0]
+    assert (mask[0] == 255).all() and (mask[1:] == 0).all()
+
+
+def test_eval_of_a_trained_model_opens_only_data_val(tmp_path):
+    """With the classes known (a checkpoint was loaded), tools/eval.py data.val=DIR must
+    not need the training data any more (here: a COCO folder that is gone)."""
+    val = _folder(tmp_path / "val")
+    task = _task(train=str(tmp_path / "gone"), val=str(val))
+    task.class_names = ["0", "1", "2"]
+    assert len(task.build_val_dataset()) == 3

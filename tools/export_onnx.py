@@ -72,10 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.val:
                 check_folder(args.val)
         output = Path(args.output)
-        if output.is_dir() or not output.parent.is_dir():
-            raise FileNotFoundError(
-                f"--output {str(output)!r}: expected a file path in an existing folder"
-            )
+        if output.is_dir():
+            raise FileNotFoundError(f"--output {str(output)!r} is a folder; expected a file path")
+        output.parent.mkdir(parents=True, exist_ok=True)
         model, task = load_model(args.checkpoint)
         spec = build_export(model, task)
         shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]

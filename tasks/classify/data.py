@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from tasks.config import ConfigError
-from tasks.images import DataError, ImageDecodeError, is_image_file, read_image_rgb
+from tasks.images import DataError, ImageDecodeError, is_hidden, is_image_file, read_image_rgb
 
 CACHE_VERSION = 1
 
@@ -59,11 +59,8 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(  # hidden files and folders (.ipynb_checkpoints, ._x.jpg) left out
-            p
-            for p in class_dir.rglob("*")
-            if is_image_file(p)
-            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        files = sorted(
+            p for p in class_dir.rglob("*") if is_image_file(p) and not is_hidden(p, class_dir)
         )
         if not files:
             raise DataError(
@@ -106,7 +103,7 @@ def decode_images(
             try:
                 cached = torch.load(cache_file, weights_only=True)
                 return cached["images"], cached["kept"]
-            except (RuntimeError, EOFError, OSError, KeyError) as err:
+            except Exception as err:  # noqa: BLE001 - a damaged cache is rebuilt, whatever broke
                 print(f"note: cache file {str(cache_file)!r} is unreadable ({err}); rebuilding")
 
     def load(path: Path) -> np.ndarray | None:

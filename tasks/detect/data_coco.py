@@ -11,16 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.coco import (
-    annotation_refs,
-    crowd_flag,
-    entry_int,
-    entry_value,
-    find_coco_json,
-    image_size,
-    read_coco_json,
-    resolve_image,
-)
+from tasks.coco import annotation_refs, crowd_flag, entry_value, find_coco_json, read_coco
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
 
 
@@ -50,51 +41,23 @@ def load_coco(
     if json_path is None:
         raise FileNotFoundError(f"no COCO annotation file in {str(root)!r}")
     src = str(json_path)
-    data = read_coco_json(json_path)
-    for key in ("images", "annotations", "categories"):
-        entry_value(data, key, src)
-    cats: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
-        where = f"{src} categories[{i}]"
-        cat_id, name = entry_int(c, "id", where), str(entry_value(c, "name", where))
-        if cat_id in cats:
-            raise AnnotationError(f"{where}: id {cat_id} repeats (expected one entry per id)")
-        if name in cats.values():
-            raise AnnotationError(
-                f"{where}: name {name!r} repeats (expected one category per name: classes "
-                "are matched by name)"
-            )
-        cats[cat_id] = name
-    if not cats:
-        raise AnnotationError(f"{src}: 'categories' is empty (expected the object classes)")
+    cats, coco_images, annotations = read_coco(json_path, root)
     own_names = [cats[k] for k in sorted(cats)]
     if class_names is None:
         class_names = own_names
     cat_label = {k: label_of(name, class_names, where=src) for k, name in cats.items()}
     id_of_name = {name: k for k, name in cats.items()}
-    category_ids = [id_of_name.get(name, -1) for name in class_names]
-
-    images: dict[int, dict[str, Any]] = {}
-    for i, img in enumerate(data["images"]):
-        where = f"{src} images[{i}]"
-        image_id = entry_int(img, "id", where)
-        if image_id in images:
-            raise AnnotationError(
-                f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
-                "find their image by it)"
-            )
-        path = resolve_image(root, json_path, str(entry_value(img, "file_name", where)), where)
-        width, height = image_size(img, path, where)
-        images[image_id] = dict(
-            path=path,
-            width=width,
-            height=height,
-            boxes=[],
-            labels=[],
-            crowd=[],
-            names=[],
-        )
-    for i, ann in enumerate(data["annotations"]):
+    unused = iter(range(max(cats) + 1, max(cats) + 1 + len(class_names)))
+    # a training class this file lacks gets an id of its own (COCOeval needs distinct ids)
+    category_ids = [
+        id_of_name[name] if name in id_of_name else next(unused) for name in class_names
+    ]
+    images = {
+        image_id: dict(path=im.path, width=im.width, height=im.height, boxes=[], labels=[],
+                       crowd=[], names=[])
+        for image_id, im in coco_images.items()
+    }  # fmt: skip
+    for i, ann in enumerate(annotations):
         where = f"{src} annotations[{i}]"
         image_id, cat = annotation_refs(ann, where, images, cat_label)
         x, y, w, h = _bbox(ann, where)

@@ -18,8 +18,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.data import read_name_list
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
-from tasks.images import IMAGE_EXTENSIONS, displayed_size, is_image_file
+from tasks.images import IMAGE_EXTENSIONS, displayed_size, is_hidden, is_image_file
 
 
 @dataclass
@@ -127,11 +128,12 @@ def load_voc_folder(
     if not xml_paths:
         raise FileNotFoundError(f"no *.xml files in {str(root / 'annotations')!r}")
     records, class_names = _records(xml_paths, root / "images", class_names, fix)
-    annotated = {r.path for r in records}
+    images = root / "images"
+    annotated = {str(r.path).lower() for r in records}  # lower: case-insensitive file systems
     extra = sorted(
         p
-        for p in (root / "images").iterdir()
-        if is_image_file(p) and not p.name.startswith(".") and p not in annotated
+        for p in images.iterdir()
+        if is_image_file(p) and not is_hidden(p, images) and str(p).lower() not in annotated
     )
     for image_id, path in enumerate(extra, start=len(records) + 1):
         width, height = displayed_size(path)
@@ -177,8 +179,7 @@ def load_vocdevkit(
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
     if not split_file.is_file():
         raise FileNotFoundError(f"VOC split file {str(split_file)!r} does not exist")
-    lines = split_file.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM
-    ids = [line.split()[0] for line in lines if line.strip()]
+    ids = read_name_list(split_file)
     xml_paths = [root / "Annotations" / f"{i}.xml" for i in ids]
     for p in xml_paths:
         if not p.is_file():

@@ -21,7 +21,7 @@ from tasks.coco import find_coco_json
 from tasks.detect.data_coco import load_coco
 from tasks.detect.data_voc import load_voc_folder, load_vocdevkit, voc_split
 from tasks.detect.records import AnnotationError, ImageRecord
-from tasks.images import read_image_rgb
+from tasks.images import read_image_rgb, swapped_size_hint
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample
 
 Target = dict[str, Tensor]
@@ -96,16 +96,10 @@ class DetectionDataset(Dataset):
         r = self.records[index]
         image = read_image_rgb(r.path)
         if image.shape[:2] != (r.height, r.width):
-            turned = image.shape[:2] == (r.width, r.height)
-            hint = (
-                "; width and height swapped: if the image has an EXIF orientation tag, "
-                "annotations must use the image as displayed, turned"
-                if turned
-                else ""
-            )
             raise AnnotationError(
                 f"{r.source}: image {str(r.path)!r} is declared {r.width}x{r.height} but "
-                f"decodes to {image.shape[1]}x{image.shape[0]} (expected equal sizes{hint})"
+                f"decodes to {image.shape[1]}x{image.shape[0]} (expected equal sizes)"
+                + swapped_size_hint(image.shape, (r.height, r.width))
             )
         return _to_item(image, r.boxes, r.labels, r.iscrowd, r.image_id, self.augment)
 

@@ -26,6 +26,7 @@ from PIL import Image
 from tasks.base import Task
 from tasks.export.evaluate import evaluate_onnx, latency_ms
 from tasks.export.metadata import read_metadata, write_metadata
+from tasks.images import is_hidden, is_image_file
 from tasks.inference import IMAGE_EXTENSIONS, OnnxModel, read_image
 
 CALIBRATION_IMAGES = 64  # images read from the calibration folder at most
@@ -49,12 +50,7 @@ def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> li
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} is not a folder; expected calibration images"
         )
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    files = sorted(p for p in folder.rglob("*") if is_image_file(p) and not is_hidden(p, folder))
     if not files:
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected "

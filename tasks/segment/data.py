@@ -15,8 +15,6 @@ With no path, the synthetic shapes set (``tasks.shapes``) is used. A source yiel
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from tasks.coco import (
-    annotation_refs,
-    crowd_flag,
-    entry_int,
-    entry_value,
-    find_coco_json,
-    image_size,
-    read_coco_json,
-    resolve_image,
-)
-from tasks.images import DataError, is_image_file, read_image_rgb
+from tasks.coco import annotation_refs, crowd_flag, find_coco_json, read_coco
+from tasks.data import read_name_list
+from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
 from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
@@ -78,62 +68,58 @@ class CocoSource:
     def __init__(
         self, json_path: Path, root: Path, ignore_index: int, class_names: list[str] | None
     ) -> None:
-        from pycocotools.coco import COCO
-
         src = str(json_path)
-        data = read_coco_json(json_path)
-        for key in ("images", "annotations", "categories"):
-            entry_value(data, key, src)
-        cats = {}
-        for i, c in enumerate(data["categories"]):
-            where = f"{src} categories[{i}]"
-            cats[entry_int(c, "id", where)] = str(entry_value(c, "name", where))
+        cats, self.images, annotations = read_coco(json_path, root)
         own = [name for _, name in sorted(cats.items()) if not _is_background(name)]
-        self.class_names = list(class_names or ["background", *dict.fromkeys(own)])
-        self.label_of = {}
+        self.class_names = list(class_names or ["background", *own])
+        label_of = {}
         for cat_id, name in cats.items():
             if _is_background(name):
-                self.label_of[cat_id] = 0
+                label_of[cat_id] = 0
             elif name in self.class_names:
-                self.label_of[cat_id] = self.class_names.index(name)
+                label_of[cat_id] = self.class_names.index(name)
             else:
                 raise DataError(
                     f"{src}: category {name!r} (id {cat_id}) is not one of the training "
                     f"classes {self.class_names[1:]} (expected the same category names)"
                 )
-        self.paths, sizes = {}, {}
-        for i, img in enumerate(data["images"]):
-            where = f"{src} images[{i}]"
-            image_id = entry_int(img, "id", where)
-            name = str(entry_value(img, "file_name", where))
-            self.paths[image_id] = resolve_image(root, json_path, name, where)
-            img["width"], img["height"] = image_size(img, self.paths[image_id], where)
-            sizes[image_id] = (img["height"], img["width"])
-        for i, ann in enumerate(data["annotations"]):
-            _check_annotation(ann, f"{src} annotations[{i}]", sizes, self.label_of)
-        self.coco = COCO()
-        self.coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco.createIndex()
-        self.json_path, self.ignore_index = json_path, ignore_index
-        self.ids = sorted(self.paths)
+        # per image: (segmentation, label or ignore_index, is crowd, area)
+        self.shapes: dict[int, list[tuple[Any, int, bool, float]]] = {k: [] for k in self.images}
+        for i, ann in enumerate(annotations):
+            where = f"{src} annotations[{i}]"
+            image_id, cat = annotation_refs(ann, where, self.images, label_of)
+            crowd = crowd_flag(ann, where)
+            image = self.images[image_id]
+            _check_geometry(ann.get("segmentation"), image.height, image.width, where, ann)
+            label = ignore_index if crowd else label_of[cat]
+            self.shapes[image_id].append((ann["segmentation"], label, crowd, ann.get("area", 0)))
+        self.json_path = json_path
+        self.ids = sorted(self.images)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def load_mask(self, i: int) -> np.ndarray:
-        info = self.coco.imgs[self.ids[i]]
-        mask = np.zeros((info["height"], info["width"]), dtype=np.int64)
-        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=info["id"]))
-        anns.sort(key=lambda a: (not crowd_flag(a, ""), -float(a.get("area", 0))))
-        for ann in anns:
-            crowd = crowd_flag(ann, "")
-            value = self.ignore_index if crowd else self.label_of[int(ann["category_id"])]
-            mask[self.coco.annToMask(ann) > 0] = value
+        """int64 [H, W]: crowd regions first, then objects from large to small, so small
+        objects drawn over large ones stay visible."""
+        from pycocotools import mask as mask_utils
+
+        image = self.images[self.ids[i]]
+        h, w = image.height, image.width
+        mask = np.zeros((h, w), dtype=np.int64)
+        shapes = sorted(self.shapes[self.ids[i]], key=lambda s: (not s[2], -float(s[3] or 0)))
+        for seg, label, _, _ in shapes:
+            if isinstance(seg, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+            elif isinstance(seg["counts"], list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(seg, h, w)
+            else:
+                rle = seg
+            mask[mask_utils.decode(rle) > 0] = label
         return mask
 
     def load(self, i: int) -> Sample:
-        image_path = self.paths[self.ids[i]]
+        image_path = self.images[self.ids[i]].path
         where = f"image {str(image_path)!r} (annotations {str(self.json_path)!r})"
         return read_image_rgb(image_path), self.load_mask(i), where
 
@@ -142,20 +128,14 @@ def _is_background(name: str) -> bool:
     return name.strip().lower() in ("background", "_background_", "__background__")
 
 
-def _check_annotation(
-    ann: dict, where: str, sizes: dict[int, tuple[int, int]], label_of: dict[int, int]
-) -> None:
-    """One COCO annotation can be rendered: its image and category exist and it has a polygon
-    (3+ points) or an RLE of its image's size. Raises DataError naming ``where``."""
-    image_id, _ = annotation_refs(ann, where, sizes, label_of)
-    crowd_flag(ann, where)
-    seg = ann.get("segmentation")
+def _check_geometry(seg: Any, height: int, width: int, where: str, ann: dict) -> None:
+    """An annotation's segmentation can be rendered: a polygon list (3+ points each) or an
+    RLE of its image's size. Raises DataError naming ``where``."""
     if not seg:
         raise DataError(
             f"{where} (id {ann.get('id', '?')}): no 'segmentation' polygon or RLE (a box-only "
             "COCO file is detection data: --task detect)"
         )
-    height, width = sizes[image_id]
     if isinstance(seg, dict):
         size = seg.get("size")
         if "counts" not in seg or list(size or []) != [height, width]:
@@ -217,7 +197,7 @@ MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_se
 
 def _visible_images(folder: Path) -> list[Path]:
     """Image files in ``folder``, sorted; hidden ones (``.DS_Store``, macOS ``._x.png``) skipped."""
-    return [p for p in sorted(folder.iterdir()) if is_image_file(p) and not p.name.startswith(".")]
+    return [p for p in sorted(folder.iterdir()) if is_image_file(p) and not is_hidden(p, folder)]
 
 
 def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -253,8 +233,7 @@ def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
         raise FileNotFoundError(f"VOC split file {str(listing)!r} does not exist")
-    lines = listing.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's BOM
-    names = [line.split()[0] for line in lines if line.strip()]
+    names = read_name_list(listing)
     images = {p.stem: p for p in _visible_images(root / "JPEGImages")}
     pairs = [
         (images.get(n, root / "JPEGImages" / f"{n}.jpg"), root / "SegmentationClass" / f"{n}.png")

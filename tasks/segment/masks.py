@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.images import DataError
+from tasks.images import DataError, swapped_size_hint
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
@@ -84,7 +84,11 @@ def read_mask(
         with Image.open(path) as img:
             img.load()
             mode = img.mode
-            if mode == "P" and palette:
+            void_colour = None
+            if mode == "P" and palette:  # by colour; the stored void index stays void
+                colours = img.getpalette() or []
+                if 3 * ignore_index + 2 < len(colours):
+                    void_colour = tuple(colours[3 * ignore_index : 3 * ignore_index + 3])
                 img, mode = img.convert("RGB"), "RGB"
             arr = np.asarray(img)
     except OSError as err:
@@ -94,6 +98,8 @@ def read_mask(
         rgb = arr[..., :3]
         if palette and mode in ("RGB", "RGBA"):
             table = palette_lookup(palette)
+            if void_colour is not None:
+                table.setdefault(void_colour, ignore_index)
             found, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
             unknown = (
                 f"mask {str(path)!r} has colour {{}} that data.palette does not list "
@@ -110,6 +116,8 @@ def read_mask(
     elif mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
         raise DataError(f"mask {str(path)!r} has unsupported image mode {mode!r}; {PALETTE_HINT}")
     arr = arr.astype(np.int64)
+    if mode == "1" and values and 1 not in values:
+        arr *= 255  # a 1-bit black-and-white mask reads 0/1; its listed values are 0/255
     if values:
         table = {(int(v),): i for i, v in enumerate(values)}
         table.setdefault((ignore_index,), ignore_index)
@@ -139,17 +147,10 @@ def check_mask(
     """Raises a DataError naming ``where`` (the files) when the mask does not fit its image
     or holds a label outside ``0..num_classes-1`` that is not ``ignore_index``."""
     if mask.shape[:2] != image.shape[:2]:
-        turned = mask.shape[:2] == image.shape[1::-1]
-        hint = (
-            " (width and height swapped: if the image has an EXIF orientation tag, masks must "
-            "match the image as displayed, turned)"
-            if turned
-            else ""
-        )
         raise DataError(
             f"{where}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from image size "
-            f"{image.shape[1]}x{image.shape[0]}; masks must match their image pixel for "
-            f"pixel{hint}"
+            f"{image.shape[1]}x{image.shape[0]}; masks must match their image pixel for pixel"
+            + swapped_size_hint(mask.shape, image.shape)
         )
     bad = ((mask >= num_classes) & (mask != ignore_index)) | (mask < 0)
     if bad.any():

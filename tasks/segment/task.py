@@ -98,11 +98,7 @@ class SegmentTask(Task):
                 ShapesSource(d.synthetic_train, seed=seed, size=size),
                 ShapesSource(d.synthetic_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET, size=size),
             )
-        opts = dict(
-            ignore_index=d.ignore_index,
-            palette=[list(p) for p in d.palette] or None,
-            mask_values=list(d.mask_values) or None,
-        )
+        opts = self._source_options()
         train = open_source(d.train, "train", **opts)
         if d.val is not None:
             return train, open_source(d.val, "val", **opts, class_names=train.class_names or None)
@@ -136,26 +132,48 @@ class SegmentTask(Task):
         return train_set, self._val_dataset(val, k)
 
     def build_val_dataset(self) -> Dataset:
-        """The validation set alone (``tools/eval.py``, export checks): with
-        ``data.in_memory`` the training set would be decoded for nothing."""
+        """The validation set alone (``tools/eval.py``, export checks): with ``data.in_memory``
+        the training set would be decoded for nothing. With the classes known (a checkpoint
+        loaded) and data.val given, the training data is not opened at all."""
+        d = self.cfg.data
+        if d.train is not None and d.val is not None and self.class_names:
+            names = list(self.class_names)
+            val = open_source(d.val, "val", **self._source_options(), class_names=names)
+            return self._val_dataset(val, len(names))
         train, val = self._sources()
         return self._val_dataset(val, self._label_space(train, val))
 
+    def _source_options(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return dict(
+            ignore_index=d.ignore_index,
+            palette=[list(p) for p in d.palette] or None,
+            mask_values=list(d.mask_values) or None,
+        )
+
     def _label_space(self, train: Any, val: Any) -> int:
-        """Number of classes; sets ``self.class_names``. data.num_classes, data.class_names or
-        data.mask_values give it; COCO and shapes know theirs; else the masks are scanned."""
+        """Number of classes; sets ``self.class_names``. data.num_classes or data.mask_values
+        give it; COCO and shapes know theirs; else data.class_names, else the masks are
+        scanned. Each of those that is set must agree with it."""
         d = self.cfg.data
         k = (
             d.num_classes
-            or len(d.class_names)
             or len(d.mask_values)
             or len(train.class_names)
+            or len(d.class_names)
             or self._scan_label_space(train, val)
         )
         if d.class_names and len(d.class_names) != k:
             raise ConfigError(
                 f"data.class_names has {len(d.class_names)} names but the label space has "
-                f"{k} classes (data.num_classes={d.num_classes}); give one name per class"
+                f"{k} classes (data.num_classes={d.num_classes}, {len(d.mask_values)} "
+                f"data.mask_values, {len(train.class_names)} named by the data); give one "
+                "name per class"
+            )
+        if d.mask_values and len(d.mask_values) != k:
+            raise ConfigError(
+                f"data.mask_values lists {len(d.mask_values)} values but data.num_classes="
+                f"{k}; give one value per class"
             )
         names = list(d.class_names) or train.class_names[:k]
         self.class_names = names + [str(i) for i in range(len(names), k)]
@@ -179,9 +197,10 @@ class SegmentTask(Task):
         if k > 8 and k > 2 * len(labels):
             raise DataError(
                 f"data.train={self.cfg.data.train!r}: {found}, so labels 0..{k - 1} would make "
-                f"{k} classes, {k - len(labels)} of them without a pixel; set data.mask_values="
-                f"{labels} (stored value of each class), data.ignore_index to the void value, "
-                "or data.num_classes"
+                f"{k} classes, {k - len(labels)} of them without a pixel; set data.num_classes "
+                f"to keep these numbers (e.g. {k} or the data set's full count), data.mask_values"
+                f"={labels} to renumber them 0..{len(labels) - 1}, or data.ignore_index to the "
+                "void value"
             )
         print(f"data.num_classes not set: {found} -> {k} classes")
         return k
