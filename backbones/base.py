@@ -88,4 +88,7 @@ class Backbone(nn.Module):
             )
 
 
-BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
+BACKBONES: Registry[Callable[..., Backbone]] = Registry(
+    "backbone",
+    listing="`python tools/list_backbones.py` prints them; timm:<name> takes any timm model",
+)

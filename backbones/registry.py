@@ -49,8 +49,10 @@ class Registry(Generic[T]):
     >>> models.create("tiny", width=4)
     """
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: str, listing: str = "") -> None:
+        """kind: what is registered, for messages; listing: how a user lists the entries
+        (e.g. a command), named when an unknown name is asked for and there are many."""
+        self.kind, self.listing = kind, listing
         self._entries: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -75,10 +77,13 @@ class Registry(Generic[T]):
         except KeyError:
             hint = close_matches(name, sorted(self._entries))
             did_you_mean = f"; did you mean {', '.join(hint)}?" if hint else ""
-            raise RegistryError(
-                f"unknown {self.kind} {name!r}{did_you_mean} "
-                f"({len(self._entries)} registered; list them with .list())"
-            ) from None
+            names = sorted(self._entries)
+            known = (
+                f"expected one of {', '.join(names)}"
+                if len(names) <= 12
+                else f"{len(names)} registered; {self.listing or 'list them with .list()'}"
+            )
+            raise RegistryError(f"unknown {self.kind} {name!r}{did_you_mean} ({known})") from None
 
     def create(self, name: str, /, **kwargs: Any) -> Any:
         """Build ``name`` with ``kwargs``; an argument the builder does not take is named."""

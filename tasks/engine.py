@@ -31,6 +31,7 @@ rank. No ``.item()`` per step: losses are accumulated on the device and read eve
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -160,6 +161,7 @@ class Trainer:
         self.best_step = -1
         self.last_saved_step = -1
         self.last_eval_step = -1
+        self.resumed = resume
         if resume:
             resume_state.restore(self, ckpt.load_state(self.run_dir / ckpt.LAST_STATE))
         elif self.dist.is_main:
@@ -201,6 +203,15 @@ class Trainer:
         self._t0 = time.monotonic()
         self._synced_elapsed = self._saved_at = self.elapsed_before
         self._save_due = False
+        done = self.run_dir / METRICS_JSON
+        if self.resumed and self._finished() and done.is_file():
+            summary = json.loads(done.read_text())
+            if summary.get("step") == self.step:  # the final evaluation already ran
+                self.logger.print(
+                    f"{self.run_dir} finished at step {self.step}; nothing to resume (raise "
+                    "train.epochs, train.max_steps or train.max_minutes to train on)"
+                )
+                return summary
         self.model.train()
         for hook in self.hooks:
             hook.before_train()
@@ -234,9 +245,13 @@ class Trainer:
                     self._log_train()
                 for hook in self.hooks:
                     hook.after_step(self.step, self._last_losses)
-                if cfg.stop_after_steps and self.step >= cfg.stop_after_steps:
+                if self.step == cfg.stop_after_steps:  # reached here, not resumed past it
                     bar.close()
                     self.save_last()
+                    self.logger.print(
+                        f"stopped at step {self.step} (train.stop_after_steps); continue with "
+                        f"tools/train.py --resume {self.run_dir}"
+                    )
                     return None
                 if self._finished():
                     break
@@ -349,7 +364,7 @@ class Trainer:
     def _end_epoch(self) -> None:
         line = f"epoch {self.epoch}: step {self.step}/{self.total_steps}"
         row = getattr(self, "_train_row", None)
-        if row is not None:
+        if row is not None and row["step"] > self.step - self.steps_per_epoch:  # this epoch's
             line += f", train loss {row['loss']:.4f}, lr {row['lr']:.3g}"
         if self.epoch % self.cfg.eval_every == 0 and not self._finished():
             metrics = self.evaluate()

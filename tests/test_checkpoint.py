@@ -80,7 +80,7 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     state = torch.load(resumed / "last.pt", weights_only=True)  # primitives + tensors only
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 4)
     train = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
-    assert train(["--resume", str(resumed), "--quiet", "train.stop_after_steps=0"]) == 0
+    assert train(["--resume", str(resumed), "--quiet"]) == 0  # as the stop message says
 
     for name in ("last.safetensors", "model.safetensors"):
         a, b = load_file(straight / name), load_file(resumed / name)
@@ -91,6 +91,10 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert final["step"] == 14
     ema_a = torch.load(straight / "last.pt", weights_only=True)["ema"]
     assert all(torch.equal(ema_a[k], v) for k, v in final["ema"].items())
+
+    rows = (resumed / "metrics.jsonl").read_text()
+    assert train(["--resume", str(resumed), "--quiet"]) == 0  # finished: nothing to do
+    assert (resumed / "metrics.jsonl").read_text() == rows  # no second final evaluation
 
 
 def test_broken_checkpoint_files_are_named_errors(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         path = checkpoint.find_weights(args.checkpoint)
+        print(f"evaluating {path}")
         state, metadata = checkpoint.read_weights(path)
         task = load_task(metadata, path, args.overrides)
         trained_classes = list(task.class_names)

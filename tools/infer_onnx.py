@@ -57,7 +57,7 @@ def segment_result(model: OnnxModel, path: Path, res: dict, out: Path | None) ->
     if out is not None:
         colours = seg_draw.palette(len(model.class_names))
         entry.update(seg_draw.save_prediction(out, path.stem, read_image(path), pred, colours))
-    print(f"{path}: {fractions}")
+    print(f"{path}: {seg_draw.describe_fractions(fractions)}")
     return entry
 
 

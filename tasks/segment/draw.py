@@ -44,6 +44,11 @@ def class_fractions(pred: np.ndarray, class_names: Sequence[str]) -> dict[str, f
     return {n: round(float(c), 4) for n, c in zip(class_names, counts, strict=True) if c > 0}
 
 
+def describe_fractions(fractions: dict[str, float]) -> str:
+    """``class_fractions``' result as the line ``tools/predict.py`` and ``infer_onnx.py`` print."""
+    return "pixels " + ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
+
+
 def save_prediction(
     out_dir: Path, stem: str, image: np.ndarray, pred: np.ndarray, colours: np.ndarray
 ) -> dict[str, str]:

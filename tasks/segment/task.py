@@ -356,6 +356,6 @@ class SegmentTask(Task):
             if out_dir is not None:
                 result.update(draw.save_prediction(out_dir, path.stem, image, pred, colours))
             results.append(result)
-            print(f"{path}: {fractions}")
+            print(f"{path}: {draw.describe_fractions(fractions)}")
         write_predictions(out_dir, results)
         return results
