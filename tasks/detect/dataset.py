@@ -53,8 +53,9 @@ def load_detection_folder(
         records, names = load_vocdevkit(root, split, class_names, fix=fix)
     else:
         raise FileNotFoundError(
-            f"{field}={str(root)!r}: no detection data found (expected annotations.json or "
-            "annotations/instances_*.json (COCO), images/ + annotations/*.xml (VOC), or "
+            f"{field}={str(root)!r}: no detection data found (expected annotations.json, "
+            "_annotations.coco.json or annotations/instances_*.json (COCO), images/ + "
+            "annotations/*.xml (VOC), or "
             "JPEGImages/ + Annotations/ + ImageSets/Main/ (VOCdevkit))"
         )
     return records, names, list(range(1, len(names) + 1))
