@@ -109,11 +109,3 @@ def coco_evaluate(
         p = precision[:, :, k, 0, -1]  # all IoUs, all recalls, area "all", 100 detections
         metrics[f"AP/{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
     return metrics, precision
-
-
-def format_table(metrics: dict[str, float]) -> str:
-    """Two-column text table of the summary metrics, then per-class AP."""
-    rows = [(k, metrics[k]) for k in SUMMARY_KEYS if k in metrics]
-    rows += [(k, v) for k, v in metrics.items() if k.startswith("AP/")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v:6.3f}" for k, v in rows)

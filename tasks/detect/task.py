@@ -33,7 +33,7 @@ from tasks.detect.dataset import (
     load_detection_folder,
 )
 from tasks.detect.draw import draw_detections, plot_precision_recall, save_grid, save_image
-from tasks.detect.metrics import coco_evaluate, format_table
+from tasks.detect.metrics import coco_evaluate
 from tasks.images import DataError, read_image_rgb
 from tasks.shapes import SHAPE_CLASSES
 
@@ -208,7 +208,6 @@ class DetectTask(Task):
         metrics, self.last_precision = coco_evaluate(
             ground_truth, detections, self.class_names, self.category_ids
         )
-        print(format_table(metrics))
         return metrics
 
     def visualize(
