@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tasks import TASKS
 from tasks.detect.draw import draw_detections, save_image
 from tasks.images import list_images
 from tasks.inference import PROVIDER_CHOICES, OnnxModel, read_image
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = Path(args.out) if args.out else None
         model = OnnxModel(args.model, provider=args.provider)
-        images = list_images(args.images, unique_stems=out is not None and model.task != "classify")
+        named = out is not None and TASKS.get(model.task).writes_image_files
+        images = list_images(args.images, unique_stems=named)
         print(f"{model.path.name}: task {model.task}, provider {model.provider}")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)

@@ -149,11 +149,15 @@ def load_voc_folder(
     return records, class_names
 
 
+def is_vocdevkit(root: Path) -> bool:
+    """True for a VOCdevkit year folder (``JPEGImages/`` and ``Annotations/``)."""
+    return (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir()
+
+
 def has_val_split(root: Path) -> bool:
     """True for a VOCdevkit folder that ships its own validation list (val.txt or test.txt)."""
     main = root / "ImageSets" / "Main"
-    is_devkit = (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir()
-    return is_devkit and any((main / f"{s}.txt").is_file() for s in ("val", "test"))
+    return is_vocdevkit(root) and any((main / f"{s}.txt").is_file() for s in ("val", "test"))
 
 
 def voc_split(root: Path, *, train: bool, separate_val_dir: bool) -> str:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from tasks.augment import seeded
 from tasks.coco import find_coco_json
 from tasks.detect.data_coco import load_coco
-from tasks.detect.data_voc import load_voc_folder, load_vocdevkit, voc_split
+from tasks.detect.data_voc import is_vocdevkit, load_voc_folder, load_vocdevkit, voc_split
 from tasks.detect.records import AnnotationError, ImageRecord
 from tasks.images import read_image_rgb, swapped_size_hint
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample
@@ -48,7 +48,7 @@ def load_detection_folder(
         return load_coco(root, class_names, fix=fix)
     if (root / "annotations").is_dir() and (root / "images").is_dir():
         records, names = load_voc_folder(root, class_names, fix=fix, field=field)
-    elif (root / "JPEGImages").is_dir() and (root / "Annotations").is_dir():
+    elif is_vocdevkit(root):
         split = voc_split(root, train=field == "data.train", separate_val_dir=separate_val_dir)
         records, names = load_vocdevkit(root, split, class_names, fix=fix)
     else:
