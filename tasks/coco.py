@@ -16,10 +16,14 @@ from typing import Any
 
 from tasks.images import DataError, displayed_size
 
+JSON_NAMES = ("annotations.json", "_annotations.coco.json")  # then annotations/instances_*.json
+# what find_coco_json looks for, as error messages name it
+LAYOUTS = "annotations.json, _annotations.coco.json or annotations/instances_*.json"
+
 
 def find_coco_json(root: Path) -> Path | None:
     """The annotation file of a COCO-layout folder, or None when there is none."""
-    for name in ("annotations.json", "_annotations.coco.json"):
+    for name in JSON_NAMES:
         if (root / name).is_file():
             return root / name
     found = sorted((root / "annotations").glob("instances_*.json"))

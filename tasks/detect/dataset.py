@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.augment import seeded
+from tasks.coco import LAYOUTS as COCO_LAYOUTS
 from tasks.coco import find_coco_json
 from tasks.detect.data_coco import load_coco
 from tasks.detect.data_voc import is_vocdevkit, load_voc_folder, load_vocdevkit, voc_split
@@ -53,8 +54,8 @@ def load_detection_folder(
         records, names = load_vocdevkit(root, split, class_names, fix=fix)
     else:
         raise FileNotFoundError(
-            f"{field}={str(root)!r}: no detection data found (expected annotations.json, "
-            "_annotations.coco.json or annotations/instances_*.json (COCO), images/ + "
+            f"{field}={str(root)!r}: no detection data found (expected {COCO_LAYOUTS} (COCO), "
+            "images/ + "
             "annotations/*.xml (VOC), or "
             "JPEGImages/ + Annotations/ + ImageSets/Main/ (VOCdevkit))"
         )

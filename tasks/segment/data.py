@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from tasks.coco import LAYOUTS as COCO_LAYOUTS
 from tasks.coco import annotation_refs, crowd_flag, find_coco_json, read_coco
 from tasks.data import read_name_list
 from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
@@ -259,8 +260,7 @@ def layout_of(path: Path) -> str:
     raise FileNotFoundError(
         f"data path {str(path)!r} is not a segmentation data set; expected one of: "
         "DIR/images + DIR/masks (folder), DIR/JPEGImages + DIR/SegmentationClass + "
-        "DIR/ImageSets/Segmentation (VOC), DIR/annotations.json or "
-        "DIR/annotations/instances_*.json + DIR/images (COCO)"
+        f"DIR/ImageSets/Segmentation (VOC), DIR/images + {COCO_LAYOUTS} in DIR (COCO)"
     )
 
 
