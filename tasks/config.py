@@ -119,8 +119,12 @@ def _raise_clean(err: OmegaConfBaseException, source: str, base: Any, config_cla
     value = getattr(err, "value", None)
     value = value._value() if isinstance(value, Node) else value
     expected = _expected_type(config_class, key) if key else "?"
+    empty = ""  # a shell turns key="" into key=, which OmegaConf reads as None
+    if value is None and expected == "str":
+        empty = f"; for an empty string write '{key}=\"\"'"
     raise ConfigError(
-        f"config key {key!r} {source}: got {value!r} ({type(value).__name__}), expected {expected}"
+        f"config key {key!r} {source}: got {value!r} ({type(value).__name__}), expected "
+        f"{expected}{empty}"
     ) from None
 
 

@@ -60,6 +60,10 @@ def test_wrong_type_names_key_value_and_type() -> None:
         load_config(ToyConfig, overrides=["train.lr=fast"])
     with pytest.raises(ConfigError, match=r"'train.epochs'.*got 1.5 \(float\), expected int"):
         load_config(ToyConfig, overrides=["train.epochs=1.5"])
+    with pytest.raises(  # a shell turns data.cache_dir="" into data.cache_dir=, read as None
+        ConfigError, match=r"got None \(NoneType\), expected str; .* write 'train.optimizer=\"\"'"
+    ):
+        load_config(ToyConfig, overrides=["train.optimizer="])
 
 
 def test_bad_choice_and_malformed_override(tmp_path: Path) -> None:

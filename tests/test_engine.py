@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import runpy
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from PIL import Image
 
 from tasks import load_model
 from tasks.config import load_config
-from tasks.engine import Trainer, TrainingError
+from tasks.engine import Trainer, TrainingError, keep_freed_memory
 from tasks.hooks import Hook
+from tasks.optim import build_ema
 from tasks.schedule import lr_at, progress
 from tasks.toy import ToyConfig, ToyTask
 
@@ -144,6 +146,26 @@ def test_time_budget_stops_and_anneals(tmp_path: Path) -> None:
     lrs = [r["lr"] for r in rows if r["kind"] == "train"]
     assert lrs[-1] < 0.1 * max(lrs)  # the schedule followed the clock to its end
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == trainer.step
+
+
+def test_allocator_setting_taken_by_glibc_only() -> None:
+    """mallopt answers 0 for a value it refuses (above its 32 MiB mmap limit, say)."""
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_ema_warms_up_instead_of_keeping_the_initial_weights() -> None:
+    """A fixed decay of 0.999 would still hold 37 % of the random start after 1,000 steps; the
+    warmed-up decay takes the model at step 1 and averages over ~1 - (1 + step) ** -2/3."""
+    model = torch.nn.Linear(3, 2)
+    ema = build_ema(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, step=1)
+    assert torch.equal(ema.module.weight, model.weight)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model, step=8)  # timm counts from step 1: decay 1 - (1 + 7) ** -2/3 = 0.75
+    assert torch.allclose(ema.module.weight, torch.full((2, 3), 1.25))
 
 
 def test_options_grad_accum_clip_ema_adamw(tmp_path: Path) -> None:
