@@ -9,16 +9,15 @@ not decode raises one error that names it.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # The decoder is the ONNX inference module's (which must stand alone): training, predict.py
 # and infer_onnx.py turn every file into the same pixels.
-from tasks.inference import IMAGE_EXTENSIONS, to_rgb
+from tasks.inference import IMAGE_EXTENSIONS, read_image
 
 
 class DataError(ValueError):
@@ -36,29 +35,19 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def read_image_rgb(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Decode ``path`` to ``uint8 [H, W, 3]`` RGB, honouring EXIF orientation.
+    """Decode ``path`` to ``uint8 [H, W, 3]`` RGB, honouring EXIF orientation
+    (``tasks.inference.read_image``).
 
     size: when given, resize to ``size x size`` (bilinear, antialiased) so images of
           different sizes stack into one batch.
     Raises FileNotFoundError for a missing file and ImageDecodeError for one that is
     truncated, corrupt or not an image.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are what matter
-            with Image.open(path) as img:
-                img.load()
-                img = to_rgb(ImageOps.exif_transpose(img))
-                if size is not None and img.size != (size, size):
-                    img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
-                return np.asarray(img, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        return read_image(path, size)
+    except ValueError as err:
         raise ImageDecodeError(
-            f"cannot decode image {str(path)!r}: {err} (expected a readable image file; "
-            "delete or replace it)"
+            f"{err} (expected a readable image file; delete or replace it)"
         ) from None
 
 

@@ -134,9 +134,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB of an image file: EXIF rotation applied, any mode through ``to_rgb``
-    (the decoder training uses too, ``tasks.images.read_image_rgb``)."""
+def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] RGB of an image file: EXIF rotation applied, any mode through ``to_rgb``.
+    The one decoder of the project: training reads files through it too
+    (``tasks.images.read_image_rgb``), so every path turns a file into the same pixels.
+
+    size: when given, resize to ``size x size`` (bilinear, antialiased).
+    Raises FileNotFoundError for a missing file, ValueError naming a file that does not decode.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
@@ -144,8 +149,12 @@ def read_image(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns on odd EXIF; the pixels are what matter
             with Image.open(path) as img:
-                return np.asarray(to_rgb(ImageOps.exif_transpose(img)), dtype=np.uint8).copy()
-    except OSError as err:
+                img.load()
+                img = to_rgb(ImageOps.exif_transpose(img))
+                if size is not None and img.size != (size, size):
+                    img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
+                return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for broken files
         raise ValueError(f"cannot decode image {str(path)!r}: {err}") from None
 
 

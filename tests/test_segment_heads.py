@@ -68,6 +68,25 @@ def test_loss_ignores_void_and_adds_dice():
     assert all_void == 0 and all_void.requires_grad
 
 
+def test_lovasz_term_equals_one_minus_iou_on_hard_predictions():
+    """The Lovasz extension is exact at 0/1 predictions: the term is then the mean over the
+    classes present of 1 - IoU (void pixels left out), here computed by hand."""
+    target = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 255]]])
+    predicted = torch.tensor([[[0, 1, 1, 1], [0, 0, 1, 0]]])  # the void pixel's guess is moot
+    logits = torch.nn.functional.one_hot(predicted, 3).permute(0, 3, 1, 2).float() * 60
+    logits.requires_grad_()
+    # class 0: 2 shared pixels of 4 in the union; class 1: 3 of 5; class 2 absent from target
+    expected = ((1 - 2 / 4) + (1 - 3 / 5)) / 2
+    loss = SegmentationLoss(lovasz_weight=2.0)(logits, target)
+    assert set(loss) == {"ce", "lovasz"}
+    assert torch.allclose(loss["lovasz"], torch.tensor(2.0 * expected), atol=1e-5)
+    soft = torch.randn(1, 3, 2, 4, requires_grad=True)
+    SegmentationLoss(lovasz_weight=1.0)(soft, target)["lovasz"].backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
+    all_void = SegmentationLoss(lovasz_weight=1.0)(soft, torch.full_like(target, 255))["lovasz"]
+    assert all_void == 0 and all_void.requires_grad
+
+
 def test_deeplabv3_resnet50_matches_torchvision():
     """Random torchvision weights, loaded through ``from_torchvision_state_dict`` (a prefix
     rename: ``classifier.*`` -> ``head.classifier.*``, ``aux_classifier.*`` ->

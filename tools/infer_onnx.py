@@ -52,14 +52,10 @@ def detect_result(
 
 
 def segment_result(model: OnnxModel, path: Path, res: dict, out: Path | None) -> dict[str, Any]:
+    image = read_image(path) if out is not None else None
+    colours = seg_draw.palette(len(model.class_names))
     pred = np.asarray(res["labels"])
-    fractions = seg_draw.class_fractions(pred, model.class_names)
-    entry: dict[str, Any] = {"image": str(path), "fractions": fractions}
-    if out is not None:
-        colours = seg_draw.palette(len(model.class_names))
-        entry.update(seg_draw.save_prediction(out, path.stem, read_image(path), pred, colours))
-    print(f"{path}: {seg_draw.describe_fractions(fractions)}")
-    return entry
+    return seg_draw.report_prediction(path, pred, model.class_names, colours, out, image)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ class SegmentModelConfig:
     aux_loss: bool = False  # auxiliary FCN head on the second-deepest level (c4), training only
     aux_weight: float = 0.4  # weight of the auxiliary loss
     dice_weight: float = 0.0  # weight of a soft Dice term added to cross-entropy; 0 = off
+    lovasz_weight: float = 0.0  # weight of a Lovasz-softmax (IoU surrogate) term; 0 = off
     class_weights: List[float] = field(default_factory=list)  # noqa: UP006 - CE weight per class; [] = none
 
 

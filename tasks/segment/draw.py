@@ -44,9 +44,27 @@ def class_fractions(pred: np.ndarray, class_names: Sequence[str]) -> dict[str, f
     return {n: round(float(c), 4) for n, c in zip(class_names, counts, strict=True) if c > 0}
 
 
-def describe_fractions(fractions: dict[str, float]) -> str:
-    """``class_fractions``' result as the line ``tools/predict.py`` and ``infer_onnx.py`` print."""
-    return "pixels " + ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
+def report_prediction(
+    path: Path,
+    pred: np.ndarray,
+    class_names: Sequence[str],
+    colours: np.ndarray,
+    out_dir: Path | None,
+    image: np.ndarray | None = None,
+) -> dict:
+    """What ``tools/predict.py`` and ``tools/infer_onnx.py`` do with one image's int ``pred``
+    [H, W] labels: print ``<path>: pixels person 23.8%, ...``; with ``out_dir``, save the mask
+    and overlay (``save_prediction``; ``image`` uint8 [H, W, 3] is needed then). Returns the
+    image's ``predictions.json`` entry."""
+    fractions = class_fractions(pred, class_names)
+    entry: dict = {"image": str(path), "fractions": fractions}
+    if out_dir is not None:
+        if image is None:
+            raise ValueError("report_prediction: out_dir needs the image to draw the overlay")
+        entry.update(save_prediction(out_dir, Path(path).stem, image, pred, colours))
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
+    print(f"{path}: pixels {shares}")
+    return entry
 
 
 def save_prediction(

@@ -238,7 +238,10 @@ class SegmentTask(Task):
             )
         weights = list(m.class_weights) or None
         loss = SegmentationLoss(
-            ignore_index=d.ignore_index, class_weights=weights, dice_weight=m.dice_weight
+            ignore_index=d.ignore_index,
+            class_weights=weights,
+            dice_weight=m.dice_weight,
+            lovasz_weight=m.lovasz_weight,
         )
         width = {}
         if m.channels:
@@ -351,11 +354,8 @@ class SegmentTask(Task):
             with torch.no_grad():
                 logits = self.predict_logits(model, x[None].to(device))
             pred = logits[0].argmax(0).cpu().numpy()
-            fractions = draw.class_fractions(pred, self.class_names)
-            result = {"image": str(path), "fractions": fractions}
-            if out_dir is not None:
-                result.update(draw.save_prediction(out_dir, path.stem, image, pred, colours))
-            results.append(result)
-            print(f"{path}: {draw.describe_fractions(fractions)}")
+            results.append(
+                draw.report_prediction(path, pred, self.class_names, colours, out_dir, image)
+            )
         write_predictions(out_dir, results)
         return results
