@@ -49,7 +49,7 @@ class TrainConfig:
     warmup: float = 0.03  # fraction of the run spent warming up
     grad_accum: int = 1  # micro-batches per optimizer step
     clip_grad: float = 0.0  # max global grad norm; 0 = off
-    ema: float = 0.0  # EMA decay of weights per step (e.g. 0.999); 0 = off
+    ema: float = 0.0  # largest EMA decay per step (e.g. 0.999), warmed up from 0; 0 = off
     amp: str = "none"  # "none", "bf16" or "fp16" (CUDA only; ignored on CPU)
     channels_last: bool = False  # NHWC memory format for model weights
     compile: bool = False  # torch.compile the training forward; the first steps pay for compiling
@@ -68,7 +68,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-# the smallest value each engine key takes (a 0 batch divides by zero deep in the loop)
+# the smallest value each key takes where a config has it (a 0 batch divides by zero deep in
+# the loop)
 MINIMUMS: dict[str, float] = {
     "train.batch_size": 1,
     "train.grad_accum": 1,
@@ -77,6 +78,9 @@ MINIMUMS: dict[str, float] = {
     "train.max_steps": 0,
     "train.lr": 0,
     "train.num_workers": 0,
+    "model.aux_weight": 0,  # segmentation loss weights: a negative one would be silently off
+    "model.dice_weight": 0,
+    "model.lovasz_weight": 0,
 }
 
 
@@ -120,7 +124,7 @@ def _raise_clean(err: OmegaConfBaseException, source: str, base: Any, config_cla
     value = value._value() if isinstance(value, Node) else value
     expected = _expected_type(config_class, key) if key else "?"
     empty = ""  # a shell turns key="" into key=, which OmegaConf reads as None
-    if value is None and expected == "str":
+    if value is None and expected == "str" and source == "on the command line":
         empty = f"; for an empty string write '{key}=\"\"'"
     raise ConfigError(
         f"config key {key!r} {source}: got {value!r} ({type(value).__name__}), expected "

@@ -80,9 +80,9 @@ def keep_freed_memory() -> bool:
 
     Why: a training step on the CPU frees and reallocates the same activation-sized buffers
     every step, and with glibc's defaults many come back as fresh pages that the kernel must
-    fault in and zero: ResNet-20 at batch 128 took ~4x fewer page faults and ran ~8 % more
-    images/s on 2 cores with this (docs/benchmarks.md). Cost: the process keeps its peak
-    memory instead of returning it between steps.
+    fault in and zero: ResNet-20 at batch 128 took ~4x fewer page faults and the engine ran
+    ~9.5 % more images/s on 2 cores with this (docs/benchmarks.md). Cost: the process keeps
+    its peak memory instead of returning it between steps.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -38,7 +38,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 def build_ema(model: nn.Module, decay: float) -> ModelEmaV3 | None:
     """timm's EMA of parameters and buffers (``ema.module`` is the averaged model), or None.
 
-    The decay warms up (timm's ``use_warmup``: ``1 - (1 + step) ** -2/3``, capped at
+    The decay warms up (timm's ``use_warmup``: ``1 - (1 + step) ** (-2 / 3)``, capped at
     ``decay``; 0.99 at step 1,000) so a short run's average is not mostly the random
     initial weights: at a fixed 0.999 they would still weigh 37 % after 1,000 steps.
     """

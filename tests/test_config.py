@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tasks.config import ConfigError, config_to_yaml, load_config, require_path
+from tasks.segment.config import SegmentConfig
 from tasks.toy import ToyConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,8 @@ def test_wrong_type_names_key_value_and_type() -> None:
         ConfigError, match=r"got None \(NoneType\), expected str; .* write 'train.optimizer=\"\"'"
     ):
         load_config(ToyConfig, overrides=["train.optimizer="])
+    with pytest.raises(ConfigError, match=r"'model.lovasz_weight' = -0.5: expected a value >= 0"):
+        load_config(SegmentConfig, overrides=["model.lovasz_weight=-0.5"])
 
 
 def test_bad_choice_and_malformed_override(tmp_path: Path) -> None:

@@ -149,7 +149,8 @@ def test_time_budget_stops_and_anneals(tmp_path: Path) -> None:
 
 
 def test_allocator_setting_taken_by_glibc_only() -> None:
-    """mallopt answers 0 for a value it refuses (above its 32 MiB mmap limit, say)."""
+    """mallopt answers 0 for a value it refuses (above its 32 MiB mmap limit, say). It sets
+    this process's allocator, as every CPU ``Trainer`` in the test session does anyway."""
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
 
 

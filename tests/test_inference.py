@@ -170,17 +170,23 @@ def test_unusable_gpu_provider_gives_one_warning_not_ort_noise(exported, capfd):
 
 
 def test_onnx_reader_decodes_like_training(tmp_path):
-    """infer_onnx.py, int8 calibration and the --val report see the pixels training saw:
-    transparency on white, 16-bit greyscale rescaled (not clipped to white)."""
-    from tasks.images import read_image_rgb
+    """infer_onnx.py, int8 calibration and the --val report read files with the decoder
+    training wraps (``tasks.images.read_image_rgb``): transparency on white, 16-bit greyscale
+    rescaled (not clipped to white); a broken file is training's data error there."""
+    from tasks.images import ImageDecodeError, read_image_rgb
     from tasks.inference import read_image
 
     Image.fromarray((np.arange(12).reshape(3, 4) * 5000).astype(np.uint16)).save(tmp_path / "a.png")
     Image.new("RGBA", (3, 3), (10, 20, 30, 0)).save(tmp_path / "b.png")
     assert read_image(tmp_path / "a.png")[0, 1].tolist() == [19, 19, 19]  # 5000 / 65535 * 255
     assert read_image(tmp_path / "b.png")[0, 0].tolist() == [255, 255, 255]  # clear -> white
-    for name in ("a.png", "b.png"):  # training's reader (with resizing and its own errors)
-        np.testing.assert_array_equal(read_image(tmp_path / name), read_image_rgb(tmp_path / name))
+    assert read_image_rgb(tmp_path / "a.png", size=8).shape == (8, 8, 3)
+    (tmp_path / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(ValueError, match=r"cannot decode image '.*c\.png'") as err:
+        read_image(tmp_path / "c.png")
+    assert not isinstance(err.value, ImageDecodeError)  # the ONNX API needs no training code
+    with pytest.raises(ImageDecodeError, match=r"c\.png'.*delete or replace it"):
+        read_image_rgb(tmp_path / "c.png")
 
 
 def test_a_file_that_is_not_onnx_is_one_error(tmp_path):
