@@ -75,9 +75,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            hint = close_matches(name, sorted(self._entries))
-            did_you_mean = f"; did you mean {', '.join(hint)}?" if hint else ""
             names = sorted(self._entries)
+            hint = close_matches(name, names)
+            did_you_mean = f"; did you mean {', '.join(hint)}?" if hint else ""
             known = (
                 f"expected one of {', '.join(names)}"
                 if len(names) <= 12

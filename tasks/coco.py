@@ -18,7 +18,7 @@ from tasks.images import DataError, displayed_size
 
 JSON_NAMES = ("annotations.json", "_annotations.coco.json")  # then annotations/instances_*.json
 # what find_coco_json looks for, as error messages name it
-LAYOUTS = "annotations.json, _annotations.coco.json or annotations/instances_*.json"
+LAYOUTS = f"{', '.join(JSON_NAMES)} or annotations/instances_*.json"
 
 
 def find_coco_json(root: Path) -> Path | None:

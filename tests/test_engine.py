@@ -156,7 +156,7 @@ def test_allocator_setting_taken_by_glibc_only() -> None:
 
 def test_ema_warms_up_instead_of_keeping_the_initial_weights() -> None:
     """A fixed decay of 0.999 would still hold 37 % of the random start after 1,000 steps; the
-    warmed-up decay takes the model at step 1 and averages over ~1 - (1 + step) ** -2/3."""
+    warmed-up decay takes the model at step 1, then decays by 1 - (1 + step) ** (-2 / 3)."""
     model = torch.nn.Linear(3, 2)
     ema = build_ema(model, 0.999)
     with torch.no_grad():
@@ -165,7 +165,7 @@ def test_ema_warms_up_instead_of_keeping_the_initial_weights() -> None:
     assert torch.equal(ema.module.weight, model.weight)
     with torch.no_grad():
         model.weight.fill_(2.0)
-    ema.update(model, step=8)  # timm counts from step 1: decay 1 - (1 + 7) ** -2/3 = 0.75
+    ema.update(model, step=8)  # timm counts from step 1: decay 1 - (1 + 7) ** (-2 / 3) = 0.75
     assert torch.allclose(ema.module.weight, torch.full((2, 3), 1.25))
 
 

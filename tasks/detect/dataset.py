@@ -55,9 +55,8 @@ def load_detection_folder(
     else:
         raise FileNotFoundError(
             f"{field}={str(root)!r}: no detection data found (expected {COCO_LAYOUTS} (COCO), "
-            "images/ + "
-            "annotations/*.xml (VOC), or "
-            "JPEGImages/ + Annotations/ + ImageSets/Main/ (VOCdevkit))"
+            "images/ + annotations/*.xml (VOC), or JPEGImages/ + Annotations/ + ImageSets/Main/ "
+            "(VOCdevkit))"
         )
     return records, names, list(range(1, len(names) + 1))
 
