@@ -9,8 +9,10 @@ helper below is then a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +91,27 @@ def broadcast_object(info: DistInfo, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@contextlib.contextmanager
+def borrow_local_threads(info: DistInfo) -> Iterator[None]:
+    """On the CPU under DDP, run the block with the torch threads of every rank on this machine.
+
+    Rank 0 evaluates alone while its peers wait in a collective, asleep (gloo blocks on its
+    socket). With one thread per process (torchrun's default ``OMP_NUM_THREADS=1``) it would
+    otherwise evaluate on one core of several: a CIFAR-10 evaluation under
+    ``torchrun --nproc_per_node=2`` on 2 cores took 37 s instead of 21 s.
+    """
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if not info.enabled or info.device.type != "cpu" or local_ranks == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads * local_ranks, os.cpu_count() or 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def all_reduce(info: DistInfo, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:

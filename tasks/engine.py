@@ -22,9 +22,10 @@ The loop, as pseudocode (one optimizer step = ``grad_accum`` micro-batches)::
 
 DDP: every rank trains on its shard (``DistributedSampler``); rank 0 alone evaluates the whole
 validation set with ``task.evaluate`` (simplest correct choice: no per-task gather logic) and
-broadcasts the metrics; rank 0 alone writes files. Wall-clock time is agreed across ranks
-(all-reduce max) every ``log_every`` steps, so LR and stop decisions stay identical on every
-rank. No ``.item()`` per step: losses are accumulated on the device and read every
+broadcasts the metrics; on the CPU it borrows the threads of the ranks that sleep meanwhile.
+Rank 0 alone writes files. Wall-clock time is agreed across ranks (all-reduce max) every step
+on the CPU and every ``log_every`` steps on CUDA, so LR and stop decisions stay identical on
+every rank. No ``.item()`` per step: losses are accumulated on the device and read every
 ``log_every`` steps.
 """
 
@@ -193,7 +194,9 @@ class Trainer:
         self._loss_sums: dict[str, Tensor] = {}
         self._micro_batches = 0
         self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        self._sync_every = cfg.log_every if self.dist.enabled else 1
+        # DDP agrees on the clock with an all-reduce: every step on the CPU (microseconds
+        # beside a step of hundreds of ms), every log_every steps on CUDA (a host sync)
+        self._sync_every = cfg.log_every if self.dist.enabled and on_cuda else 1
 
     # ----------------------------------------------------------------------------- the loop
     def train(self) -> dict[str, Any] | None:
@@ -408,7 +411,7 @@ class Trainer:
         if self.dist.is_main:
             model = self.eval_model
             model.eval()
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), distributed.borrow_local_threads(self.dist):
                 metrics = self.task.evaluate(model, self.val_loader, self.device)
             self.model.train()
             key = self.task.primary_metric

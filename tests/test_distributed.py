@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from tasks.data import ResumableSampler, TensorBatchLoader
-from tasks.distributed import DistInfo
+from tasks.distributed import DistInfo, borrow_local_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,25 @@ def test_tensor_batch_loader_matches_default_collate() -> None:
     assert len(batches) == 2  # full batches only
     expected = torch.utils.data.default_collate([data[i] for i in order[:4]])
     assert all(torch.equal(a, b) for a, b in zip(batches[0], expected, strict=True))
+
+
+def test_rank0_borrows_the_sleeping_ranks_threads_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two one-thread ranks on a machine: rank 0 evaluates with two threads, then gives one
+    back; a single process (or a single local rank) keeps its own count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        with borrow_local_threads(info(0, 2)):
+            assert torch.get_num_threads() == min(2, os.cpu_count() or 1)
+        assert torch.get_num_threads() == 1
+        with borrow_local_threads(info(0, 1)):  # no process group: nothing to borrow
+            assert torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        with borrow_local_threads(info(0, 2)):  # the peer runs on another machine
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow
