@@ -35,8 +35,12 @@ def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
 
 
 def _val_task(task: Task, folder: Path) -> Task:
+    """A copy of ``task`` reading ``folder`` as its validation data with the model's classes,
+    so that labels are numbered as the model numbers them (a COCO file with other category
+    ids, or a folder naming fewer classes, would otherwise renumber them)."""
     data = replace(task.cfg.data, train=str(folder), val=str(folder))
     clone = type(task)(replace(task.cfg, data=data))
+    clone.class_names = list(task.class_names)
     return clone
 
 
