@@ -107,10 +107,13 @@ def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Pa
 
 def image_size(img: dict[str, Any], path: Path, where: str) -> tuple[int, int]:
     """(width, height) of an ``images`` entry; from the image file itself (as displayed,
-    EXIF-turned) when the entry leaves them out, as some exporters do."""
+    EXIF-turned) when the entry leaves them out or gives 0, as some exporters do."""
     if "width" not in img and "height" not in img:
         return displayed_size(path)
-    return entry_int(img, "width", where), entry_int(img, "height", where)
+    width, height = entry_int(img, "width", where), entry_int(img, "height", where)
+    if width <= 0 or height <= 0:  # tools write 0 when they could not read the image
+        return displayed_size(path)
+    return width, height
 
 
 @dataclass
@@ -132,7 +135,11 @@ def read_coco(
     src = str(json_path)
     data = read_coco_json(json_path)
     for key in ("images", "annotations", "categories"):
-        entry_value(data, key, src)
+        if not isinstance(entry_value(data, key, src), list):
+            raise DataError(
+                f"{src}: {key!r} is {type(data[key]).__name__} {str(data[key])[:40]!r}, "
+                "expected a list"
+            )
     cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"

@@ -241,6 +241,9 @@ def test_train_tool_reports_a_bad_annotation_as_one_error_line(tmp_path, capsys)
         (lambda d: d["images"][0].update(id="img_1"), r"images\[0\]: id is 'img_1', expected"),
         (lambda d: d["annotations"][0].update(bbox=[1, 2, "abc", 5]), r"bbox is \[1, 2, 'abc'"),
         (lambda d: d["annotations"][0].update(iscrowd="yes"), "iscrowd is 'yes', expected 0 or 1"),
+        (lambda d: d.update(annotations=None), "'annotations' is NoneType 'None', expected a list"),
+        (lambda d: d.update(categories="abc"), "'categories' is str 'abc', expected a list"),
+        (lambda d: d.update(images={"a": 1}), "'images' is dict .*, expected a list"),
     ],
 )
 def test_coco_inconsistent_files_are_errors_not_silent_merges(tmp_path, edit, message):
@@ -252,6 +255,14 @@ def test_coco_inconsistent_files_are_errors_not_silent_merges(tmp_path, edit, me
     (root / "annotations.json").write_text(json.dumps(data))
     with pytest.raises(DataError, match=message):  # AnnotationError is a DataError
         load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
+def test_coco_size_zero_is_read_from_the_image(tmp_path):
+    """Exporters that could not read an image write width/height 0: use the file's size."""
+    images = [{"id": 7, "file_name": "a.png", "width": 0, "height": 0}]
+    root = _coco(tmp_path, GOOD, images=images)
+    records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    assert (records[0].width, records[0].height) == (40, 30) and len(records[0].boxes) == 2
 
 
 def test_coco_text_encodings_and_string_flags(tmp_path):
@@ -279,6 +290,40 @@ def test_voc_images_without_xml_are_images_without_objects(tmp_path, capsys):
     assert "data.train: 1 image(s)" in capsys.readouterr().out
     (tmp_path / "images" / "x3.jpg").write_bytes(b"half a file")
     with pytest.raises(ImageDecodeError, match=r"x3\.jpg"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+
+
+def test_voc_copied_xml_with_a_stale_filename_is_an_error(tmp_path):
+    """LabelImg users copy an XML and edit its boxes: its <filename> still names the first
+    image, whose boxes would silently gain the copy's while the second image lost them."""
+    for stem in ("x1", "x2"):
+        _image(tmp_path / "images" / f"{stem}.jpg")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "x1.jpg")
+    _voc_xml(tmp_path / "annotations" / "x2.xml", [("a", [5, 5, 19, 19], 0)], "x1.jpg")
+    with pytest.raises(AnnotationError, match=r"x2\.xml: <filename> 'x1.jpg' .*x1\.xml' annotates too"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+
+
+def test_voc_spellings_exporters_use(tmp_path):
+    """A namespaced root, upper-case .XML files, <difficult>true; images whose names differ
+    only in case are two images on a case-sensitive file system."""
+    for stem in ("x1", "X1"):
+        _image(tmp_path / "images" / f"{stem}.jpg")
+    _voc_xml(tmp_path / "annotations" / "x1.XML", [("a", [1, 1, 9, 9], 0)], "x1.jpg")
+    xml = tmp_path / "annotations" / "x1.XML"
+    text = xml.read_text().replace("<annotation>", '<annotation xmlns="http://example.com/voc">')
+    xml.write_text(text.replace("<difficult>0", "<difficult>true"))
+    records, names, _ = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert sorted(r.path.name for r in records) == ["X1.jpg", "x1.jpg"] and names == ["a"]
+    annotated = next(r for r in records if r.path.name == "x1.jpg")
+    assert annotated.iscrowd.tolist() == [True]  # difficult -> ignore region
+    xml.write_text(text.replace("<difficult>0", "<difficult>maybe"))
+    with pytest.raises(AnnotationError, match=r"<difficult> is 'maybe', expected 0 or 1"):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    xml.write_text("<dataset><object/></dataset>")
+    with pytest.raises(AnnotationError, match=r"root element is <dataset>, expected"):
         load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
 
 

@@ -8,8 +8,10 @@ Layouts (``data.train=DIR``):
   the image list comes from the split file, see ``voc_split``.
 
 Class names are the sorted set of ``<name>`` values in the training data. ``<difficult>1``
-objects become ``iscrowd`` ignore regions: evaluation neither rewards nor penalises
-detecting them (VOC's rule), and they are not training targets.
+(or ``true``) objects become ``iscrowd`` ignore regions: evaluation neither rewards nor
+penalises detecting them (VOC's rule), and they are not training targets. ``.XML`` files and
+namespaced ``<annotation xmlns=...>`` roots are read too; two XML files naming one image are
+an error (a copied XML whose ``<filename>`` was not updated).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_Vo
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as err:
         raise AnnotationError(f"{where}: not valid XML ({err})") from None
+    for node in root.iter():  # <annotation xmlns="..."> (some exporters): plain tag names
+        node.tag = node.tag.rpartition("}")[2]
+    if root.tag != "annotation":
+        raise AnnotationError(f"{where}: root element is <{root.tag}>, expected <annotation>")
     filename = root.findtext("filename")
     size = root.find("size")
     wh = None
@@ -68,9 +74,17 @@ def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_Vo
         # VOC pixel indices are 1-based and inclusive: xmin=1 is the first column -> x1=0
         box = [_number(box_node, k, at) for k in ("xmin", "ymin", "xmax", "ymax")]
         box = [box[0] - 1, box[1] - 1, box[2], box[3]]
-        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        difficult = _flag(obj, "difficult", at)
         objects.append(_VocObject(_text(obj, "name", at), box, difficult))
     return (filename.strip() if filename else None), wh, objects
+
+
+def _flag(node: ET.Element, key: str, where: str) -> bool:
+    """A 0/1 field such as <difficult> (absent: 0); "true"/"false" as some tools write."""
+    text = (node.findtext(key) or "0").strip().lower()
+    if text not in ("0", "1", "true", "false"):
+        raise AnnotationError(f"{where}: <{key}> is {text!r}, expected 0 or 1")
+    return text in ("1", "true")
 
 
 def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -> Path:
@@ -95,9 +109,17 @@ def _records(
     if class_names is None:
         class_names = sorted({o.name for *_, objects in parsed for o in objects})
     records = []
+    annotated_by: dict[tuple[int, int], Path] = {}  # image file -> its XML
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
         where = str(xml_path)
         path = _find_image(images_dir, filename, xml_path.stem, where)
+        first = annotated_by.setdefault(_file_id(path), xml_path)
+        if first != xml_path:  # an XML copied from another keeps the old <filename>
+            raise AnnotationError(
+                f"{where}: <filename> {filename!r} names image {str(path)!r}, which "
+                f"{str(first)!r} annotates too (expected one XML per image: fix the copied "
+                "file's <filename>)"
+            )
         if wh is None:
             wh = displayed_size(path)
         records.append(
@@ -124,16 +146,17 @@ def load_voc_folder(
 
     An image with no XML is an image without objects (LabelImg writes no file for those);
     ``field`` names the setting in the note that says how many there were."""
-    xml_paths = sorted((root / "annotations").glob("*.xml"))
+    folder = root / "annotations"
+    xml_paths = sorted(p for p in folder.glob("*") if p.suffix.lower() == ".xml")
     if not xml_paths:
-        raise FileNotFoundError(f"no *.xml files in {str(root / 'annotations')!r}")
+        raise FileNotFoundError(f"no *.xml files in {str(folder)!r}")
     records, class_names = _records(xml_paths, root / "images", class_names, fix)
     images = root / "images"
-    annotated = {str(r.path).lower() for r in records}  # lower: case-insensitive file systems
+    annotated = {_file_id(r.path) for r in records}  # not names: case-insensitive file systems
     extra = sorted(
         p
         for p in images.iterdir()
-        if is_image_file(p) and not is_hidden(p, images) and str(p).lower() not in annotated
+        if is_image_file(p) and not is_hidden(p, images) and _file_id(p) not in annotated
     )
     for image_id, path in enumerate(extra, start=len(records) + 1):
         width, height = displayed_size(path)
@@ -147,6 +170,13 @@ def load_voc_folder(
             "annotations/: used as images without objects"
         )
     return records, class_names
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    """(device, inode): one file however its name is spelled (``IMG.JPG`` / ``img.jpg`` on a
+    case-insensitive file system, two files on a case-sensitive one)."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def is_vocdevkit(root: Path) -> bool:
