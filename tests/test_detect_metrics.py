@@ -50,3 +50,15 @@ def test_wrong_class_and_crowd_ignore():
 def test_no_detections_score_zero():
     metrics, _ = coco_evaluate(_gt([[0, 0, 10, 10]], [1]), _det(np.zeros((0, 4)), []), ["a"])
     assert metrics["AP"] == 0.0 and metrics["AP/a"] == 0.0
+
+
+def test_no_ground_truth_is_undefined_not_zero():
+    """A validation set without objects says nothing about the model: -1 (as COCOeval gives
+    for an all-crowd set), not the 0.0 of a model that found nothing."""
+    no_objects = _gt(np.zeros((0, 4)), [])
+    for det in (_det(np.zeros((0, 4)), []), _det([[0, 0, 10, 10]], [1])):
+        metrics, _ = coco_evaluate(no_objects, det, ["a"])
+        assert metrics["AP"] == -1.0 and metrics["AP/a"] == -1.0
+    all_crowd = _gt([[0, 0, 10, 10]], [1], crowd=[True])
+    metrics, _ = coco_evaluate(all_crowd, _det([[0, 0, 10, 10]], [1]), ["a"])
+    assert metrics["AP"] == -1.0

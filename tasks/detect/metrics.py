@@ -52,7 +52,7 @@ def coco_evaluate(
         are scored under these ids, so non-contiguous datasets keep their own numbering.
 
     Returns ``(metrics, precision)``: metrics has ``SUMMARY_KEYS`` and ``AP/<class>`` for
-    each class; precision is COCOeval's array [T=10 IoUs, R=101 recalls, K, A=4 areas,
+    each class (-1 where undefined: no ground truth); precision is COCOeval's array [T=10 IoUs, R=101 recalls, K, A=4 areas,
     M=3 max-dets] (-1 where undefined), for precision-recall plots.
     """
     ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
@@ -87,8 +87,10 @@ def coco_evaluate(
                     score=float(score),
                 )
             )
-    empty = {k: 0.0 for k in SUMMARY_KEYS} | {f"AP/{n}": 0.0 for n in class_names}
-    if not results or not annotations:
+    if not annotations or not results:  # pycocotools cannot load an empty result list
+        # no ground truth: undefined (-1, COCOeval's value for an all-crowd set); else none found
+        score = 0.0 if annotations else -1.0
+        empty = {k: score for k in SUMMARY_KEYS} | {f"AP/{n}": score for n in class_names}
         return empty, -np.ones((10, 101, len(ids), 4, 3))
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
