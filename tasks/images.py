@@ -88,10 +88,11 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
     checked before any result is written, so a bad name does not stop the tool half-way.
 
     A folder stands for the image files directly inside it (sorted; hidden and other files
-    skipped). A
-    missing path raises FileNotFoundError; a file whose header does not decode as an image
-    raises ImageDecodeError. ``unique_stems``: the outputs are named by stem, so two images
-    with one stem (``a/0.jpg``, ``b/0.png``) are an error instead of one overwriting the other.
+    skipped). A missing path raises FileNotFoundError; a file that does not decode as an
+    image (a truncated one included: every image is decoded once here, a few ms beside a
+    model's forward pass) raises ImageDecodeError. ``unique_stems``: the outputs are named by stem,
+    so two images with one stem (``a/0.jpg``, ``b/0.png``) are an error instead of one
+    overwriting the other.
     """
     paths: list[Path] = []
     for arg in map(Path, args):
@@ -113,9 +114,9 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
             paths.append(arg)
     for path in paths:
         try:
-            with Image.open(path):
-                pass  # the header only; pixels are decoded when the image is used
-        except (UnidentifiedImageError, OSError) as err:
+            with Image.open(path) as img:
+                img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise ImageDecodeError(
                 f"cannot read {str(path)!r} as an image: {err} (expected an image file)"
             ) from None

@@ -103,6 +103,11 @@ def test_list_images_checks_every_path_before_any_output(tmp_path):
         list_images([folder / "a.jpg", folder / "notes.txt"], unique_stems=False)
     with pytest.raises(FileNotFoundError, match="gone.jpg' does not exist"):
         list_images([folder / "gone.jpg"], unique_stems=False)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "cut.png")
+    whole = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])  # a valid header, half the data
+    with pytest.raises(ImageDecodeError, match=r"cut\.png' as an image"):
+        list_images([folder / "a.jpg", tmp_path / "cut.png"], unique_stems=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no image files"):
         list_images([tmp_path / "empty"], unique_stems=False)

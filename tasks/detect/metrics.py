@@ -52,8 +52,9 @@ def coco_evaluate(
         are scored under these ids, so non-contiguous datasets keep their own numbering.
 
     Returns ``(metrics, precision)``: metrics has ``SUMMARY_KEYS`` and ``AP/<class>`` for
-    each class (-1 where undefined: no ground truth); precision is COCOeval's array [T=10 IoUs, R=101 recalls, K, A=4 areas,
-    M=3 max-dets] (-1 where undefined), for precision-recall plots.
+    each class (-1 where undefined: no ground truth); precision is COCOeval's array
+    [T=10 IoUs, R=101 recalls, K, A=4 areas, M=3 max-dets] (-1 where undefined), for
+    precision-recall plots.
     """
     ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
     images, annotations, results = [], [], []
