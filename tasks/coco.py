@@ -94,14 +94,17 @@ def crowd_flag(ann: dict[str, Any], where: str) -> bool:
 
 
 def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Path:
-    """An entry's ``file_name`` looked up in ``root/images``, next to the JSON, then in
-    ``root``; not found is a FileNotFoundError naming all three."""
-    for base in (root / "images", json_path.parent, root):
+    """An entry's ``file_name`` looked up in ``root/images``, next to the JSON, in ``root``,
+    then (the COCO download: ``annotations/instances_val2017.json`` beside ``val2017/``) in
+    ``root/<split>``; not found is a FileNotFoundError naming them."""
+    bases = [root / "images", json_path.parent, root]
+    if json_path.stem.startswith("instances_"):
+        bases.append(root / json_path.stem.removeprefix("instances_"))
+    for base in bases:
         if (base / file_name).is_file():
             return base / file_name
     raise FileNotFoundError(
-        f"{where}: image {file_name!r} is listed but not found in {str(root / 'images')!r}, "
-        f"{str(json_path.parent)!r} or {str(root)!r}"
+        f"{where}: image {file_name!r} is listed but not found in any of {[str(b) for b in bases]}"
     )
 
 

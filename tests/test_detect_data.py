@@ -76,6 +76,12 @@ def test_coco_annotations_folder_and_images_next_to_json(tmp_path):
         (tmp_path / "images" / name).rename(tmp_path / "annotations" / name)
     records, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=None, fix=False)
     assert records[0].path.parent == tmp_path / "annotations"
+    (tmp_path / "annotations" / "a.png").unlink()  # the COCO download: images in val/
+    (tmp_path / "annotations" / "b.png").rename(tmp_path / "images" / "b.png")
+    (tmp_path / "images").rename(tmp_path / "val")
+    _image(tmp_path / "val" / "a.png")
+    records, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=None, fix=False)
+    assert [r.path.parent for r in records] == [tmp_path / "val"] * 2
 
 
 @pytest.mark.parametrize(

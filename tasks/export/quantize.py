@@ -153,7 +153,7 @@ def to_int8(src: Path, dst: Path, calib_dir: str | Path) -> None:
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
         )  # fmt: skip
     _copy_metadata(onnx.load(str(src)), dst, "int8")
-    print(f"int8: calibrated on {calib_dir}; wrote {dst}")
+    print(f"int8: quantized, calibrated on {calib_dir}")
 
 
 def _drop_repeated_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -204,7 +204,7 @@ def to_fp16(src: Path, dst: Path) -> None:
     onnx.save(_unique_node_names(_drop_repeated_nodes(half)), str(dst))
     _copy_metadata(model, dst, "fp16")
     OnnxModel(dst, provider="auto")  # loads (CPU here: parity is meant for the CUDA provider)
-    print(f"fp16: wrote {dst} (run it with --provider cuda; CPU parity not checked)")
+    print("fp16: converted (run it with --provider cuda; CPU parity not checked)")
 
 
 def report(task: Task, fp32: Path, int8: Path, val_dir: str | Path) -> dict[str, float]:
