@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # The decoder is the ONNX inference module's (which must stand alone): training, predict.py
 # and infer_onnx.py turn every file into the same pixels.
-from tasks.inference import IMAGE_EXTENSIONS, read_image
+from tasks.inference import IMAGE_EXTENSIONS, PIL_DECODE_ERRORS, read_image
 
 
 class DataError(ValueError):
@@ -59,7 +59,7 @@ def displayed_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             width, height = img.size
             turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except PIL_DECODE_ERRORS as err:
         raise ImageDecodeError(
             f"cannot read image {str(path)!r}: {err} (expected a readable image file)"
         ) from None
@@ -116,7 +116,7 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
         try:
             with Image.open(path) as img:
                 img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except PIL_DECODE_ERRORS as err:
             raise ImageDecodeError(
                 f"cannot read {str(path)!r} as an image: {err} (expected an image file)"
             ) from None

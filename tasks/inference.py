@@ -115,14 +115,21 @@ def create_session(
     return session
 
 
+# what PIL raises for a file it cannot decode: broken headers and data (OSError, SyntaxError,
+# ValueError) and pixel counts over Image.MAX_IMAGE_PIXELS (DecompressionBombError)
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> ``RGB``. Transparent pixels are composited onto white (not black),
-    16/32-bit greyscale is rescaled to 0..255 instead of clipped."""
+    16/32-bit greyscale is rescaled to 0..255 instead of clipped (float images in 0..1 too)."""
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F" and arr.max() <= 1.0:
+            hi = 1.0
         arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(arr, mode="L").convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
@@ -154,7 +161,7 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
                 if size is not None and img.size != (size, size):
                     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
                 return np.asarray(img, dtype=np.uint8).copy()
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for broken files
+    except PIL_DECODE_ERRORS as err:
         raise ValueError(f"cannot decode image {str(path)!r}: {err}") from None
 
 

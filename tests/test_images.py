@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.images import ImageDecodeError, read_image_rgb
+from tasks.images import DataError, ImageDecodeError, read_image_rgb
 
 
 def _save(img: Image.Image, path, **kw):
@@ -55,6 +55,13 @@ def test_16bit_grayscale_is_rescaled(tmp_path):
     assert out[0, 0, 0] == 0 and out[0, 1, 0] == 255 and 126 <= out[1, 0, 0] <= 129
 
 
+def test_float_images_in_0_to_1_are_scaled(tmp_path):
+    """A float TIFF holding 0..1 (what numpy pipelines save) is not crushed to values 0/1."""
+    arr = np.array([[0.0, 1.0], [0.5, 0.25]], dtype=np.float32)
+    out = read_image_rgb(_save(Image.fromarray(arr, "F"), tmp_path / "f.tif"))
+    assert out[..., 0].tolist() == [[0, 255], [128, 64]]
+
+
 def test_exif_orientation_is_honoured(tmp_path):
     arr = np.zeros((2, 4, 3), dtype=np.uint8)  # 2 rows x 4 columns, left column red
     arr[:, 0] = (255, 0, 0)
@@ -85,6 +92,21 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
         read_image_rgb(good)
     with pytest.raises(FileNotFoundError, match="nothere.png"):
         read_image_rgb(tmp_path / "nothere.png")
+
+
+def test_images_over_pils_pixel_limit_are_named(tmp_path, monkeypatch):
+    """PIL refuses images over Image.MAX_IMAGE_PIXELS (decompression bombs) with an error
+    that is not an OSError: every reader turns it into its one-line error."""
+    from tasks.images import displayed_size, list_images
+    from tasks.segment.masks import read_mask
+
+    path = _save(Image.new("L", (64, 64)), tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 64 > 2 x the limit: an error
+    for read in (read_image_rgb, displayed_size, lambda p: list_images([p], unique_stems=False)):
+        with pytest.raises(ImageDecodeError, match=r"huge\.png.*exceeds limit"):
+            read(path)
+    with pytest.raises(DataError, match=r"cannot read mask .*huge\.png.*exceeds limit"):
+        read_mask(path)
 
 
 def test_list_images_checks_every_path_before_any_output(tmp_path):

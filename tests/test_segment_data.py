@@ -174,6 +174,19 @@ def test_label_out_of_range_names_value_and_file(tmp_path):
         _dataset(root)[0]
 
 
+def test_corrupt_mask_is_one_error_naming_it(tmp_path):
+    """A PNG whose header chunk is damaged makes PIL raise ValueError, not OSError."""
+    from tasks.segment.masks import read_mask
+
+    path = tmp_path / "m.png"
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (5).to_bytes(4, "big")  # IHDR's length field
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"cannot read mask .*m\.png"):
+        read_mask(path)
+
+
 def test_rgb_mask_needs_palette(tmp_path):
     root = _folder(tmp_path / "d", sizes=((6, 5),))
     rgb = np.zeros((6, 5, 3), dtype=np.uint8)
@@ -443,6 +456,13 @@ def test_coco_validation_categories_are_matched_by_name(tmp_path):
         ({"segmentation": [[1, 1, 20, 20]]}, r"polygon \[1, 1, 20, 20\] is not a list of 3"),
         ({"category_id": 99, "segmentation": POLY}, "category_id 99 is not in 'categories'"),
         ({"segmentation": {"counts": "abc", "size": [48, 30]}}, r"RLE size \[48, 30\]"),
+        # counts that do not cover the 20 x 30 image: pycocotools reads past them (random
+        # labels) or fails inside a DataLoader worker
+        *[
+            ({"segmentation": {"counts": c, "size": [20, 30]}}, "adding up to .* = 600")
+            for c in ("", [100, 50], [700], [-5, 605], None, "~~", "PP2", [1.5, 598.5])
+        ],
+        ({"segmentation": POLY, "area": "n/a"}, "area is 'n/a', expected a number"),
     ],
 )
 def test_coco_annotations_that_cannot_be_rendered_are_named(tmp_path, ann, message):

@@ -93,7 +93,7 @@ class CocoSource:
             image = self.images[image_id]
             _check_geometry(ann.get("segmentation"), image.height, image.width, where, ann)
             label = ignore_index if crowd else label_of[cat]
-            self.shapes[image_id].append((ann["segmentation"], label, crowd, ann.get("area", 0)))
+            self.shapes[image_id].append((ann["segmentation"], label, crowd, _area(ann, where)))
         self.json_path = json_path
         self.ids = sorted(self.images)
 
@@ -108,7 +108,7 @@ class CocoSource:
         image = self.images[self.ids[i]]
         h, w = image.height, image.width
         mask = np.zeros((h, w), dtype=np.int64)
-        shapes = sorted(self.shapes[self.ids[i]], key=lambda s: (not s[2], -float(s[3] or 0)))
+        shapes = sorted(self.shapes[self.ids[i]], key=lambda s: (not s[2], -s[3]))
         for seg, label, _, _ in shapes:
             if isinstance(seg, list):  # polygons
                 rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
@@ -144,6 +144,15 @@ def _check_geometry(seg: Any, height: int, width: int, where: str, ann: dict) ->
                 f"{where}: RLE size {size} does not match its image's [height, width] = "
                 f"{[height, width]} (expected an RLE with 'counts' and that size)"
             )
+        runs = _rle_runs(seg["counts"])
+        whole = runs is not None and all(
+            isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in runs
+        )
+        if not whole or sum(runs) != height * width:  # pycocotools would read past them
+            raise DataError(
+                f"{where}: RLE counts {str(seg['counts'])[:40]!r} are not run lengths >= 0 "
+                f"adding up to height x width = {height * width} (expected a COCO RLE)"
+            )
         return
     for polygon in seg if isinstance(seg, list) else [None]:
         numeric = isinstance(polygon, list) and all(
@@ -154,6 +163,45 @@ def _check_geometry(seg: Any, height: int, width: int, where: str, ann: dict) ->
                 f"{where}: segmentation polygon {str(polygon)[:60]} is not a list of 3 or more "
                 "x, y points (expected [[x1, y1, x2, y2, x3, y3, ...], ...] or an RLE)"
             )
+
+
+def _area(ann: dict, where: str) -> float:
+    """An annotation's ``area`` (the drawing order: large objects first), 0 when absent."""
+    value = ann.get("area") or 0
+    try:
+        if not isinstance(value, bool):
+            return float(value)
+    except (TypeError, ValueError):
+        pass
+    raise DataError(f"{where}: area is {value!r}, expected a number")
+
+
+def _rle_runs(counts: Any) -> list | None:
+    """The run lengths of an RLE's ``counts``: a list as given; a COCO compressed string
+    decoded as pycocotools' ``rleFrString`` does (6-bit characters from '0', 5 bits of value
+    each, 0x20 = more follow, 0x10 = negative, from the fourth run on a difference to the run
+    two before); None when it is neither or the string ends mid-number."""
+    if isinstance(counts, list):
+        return counts
+    if isinstance(counts, bytes):
+        counts = counts.decode("latin-1")
+    if not isinstance(counts, str):
+        return None
+    runs: list[int] = []
+    value = shift = 0
+    for char in counts:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            return None
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value |= -1 << shift
+        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
+        value = shift = 0
+    return runs if shift == 0 else None
 
 
 class ShapesSource:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.images import DataError, swapped_size_hint
+from tasks.inference import PIL_DECODE_ERRORS
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
@@ -91,7 +92,7 @@ def read_mask(
                     void_colour = tuple(colours[3 * ignore_index : 3 * ignore_index + 3])
                 img, mode = img.convert("RGB"), "RGB"
             arr = np.asarray(img)
-    except OSError as err:
+    except PIL_DECODE_ERRORS as err:
         raise DataError(f"cannot read mask {str(path)!r}: {err}") from None
     lossy = path.suffix.lower() in LOSSY_SUFFIXES
     if arr.ndim == 3:
