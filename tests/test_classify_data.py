@@ -9,7 +9,7 @@ from PIL import Image
 
 from tasks.classify.augment import augment_batch, random_resized_crop, random_translate
 from tasks.classify.data import load_image_folder, stratified_split, synthetic_images
-from tasks.images import ImageDecodeError
+from tasks.images import DataError, ImageDecodeError
 
 
 def make_tree(root, counts=None, size=(12, 12)):
@@ -58,7 +58,19 @@ def test_corrupt_image_error_and_skip_bad(tmp_path):
     with pytest.raises(ImageDecodeError, match=r"bad\.jpg.*data\.skip_bad=true"):
         load_image_folder(root, 8)
     ds = load_image_folder(root, 8, skip_bad=True)
-    assert ds.skipped == 1 and len(ds) == 5
+    assert [p.name for p in ds.skipped] == ["bad.jpg"] and len(ds) == 5
+
+
+def test_dataset_root_with_split_folders_is_not_an_image_folder(tmp_path):
+    """data.train=ROOT holding train/<class>/ and val/<class>/ would train a "train vs val"
+    classifier; a broken link named like an image is left out with a note, not a crash."""
+    make_tree(tmp_path / "root" / "train")
+    make_tree(tmp_path / "root" / "val")
+    with pytest.raises(DataError, match=r"sub-folders \['train', 'val'\] are data splits"):
+        load_image_folder(tmp_path / "root", 8)
+    root = make_tree(tmp_path / "flowers")
+    (root / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert len(load_image_folder(root, 8, cache_dir=str(tmp_path / "cache"))) == 5
 
 
 def test_folder_errors_name_the_path(tmp_path):
@@ -173,6 +185,6 @@ def test_hidden_folders_inside_classes_are_skipped_and_cache_keeps_skip_bad(tmp_
     assert len(scan_image_folder(root).paths) == 5
     (root / "dog" / "1.jpg").write_bytes(b"broken")
     cache = tmp_path / "cache"
-    assert load_image_folder(root, 8, skip_bad=True, cache_dir=str(cache)).skipped == 1
+    assert len(load_image_folder(root, 8, skip_bad=True, cache_dir=str(cache)).skipped) == 1
     with pytest.raises(ImageDecodeError, match=r"1\.jpg"):  # not answered from that cache
         load_image_folder(root, 8, skip_bad=False, cache_dir=str(cache))

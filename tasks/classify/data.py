@@ -35,6 +35,10 @@ class FolderListing:
     class_names: list[str]
 
 
+# folder names of data splits: a root holding these is a data set, not an ImageFolder
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+
+
 def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> FolderListing:
     """List ``root/<class>/<image>`` files, classes in sorted (stable) name order.
 
@@ -53,15 +57,29 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             f"{field}={str(root)!r} has no class sub-folders (expected "
             f"{root}/<class_name>/<image>.jpg)"
         )
+    names = [d.name for d in class_dirs]
+    if all(n.lower() in SPLIT_NAMES for n in names) and any(
+        sub.is_dir() for sub in class_dirs[0].iterdir()
+    ):  # a data set's root: training would learn "train vs val", not its classes
+        raise DataError(
+            f"{field}={str(root)!r}: its sub-folders {names} are data splits holding class "
+            f"folders (expected {root}/<class_name>/<image>.jpg); point {field} at "
+            f"{str(class_dirs[0])!r} or another split"
+        )
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p)]
     if loose:
         print(f"note: {field}: {len(loose)} image(s) beside the class folders are not used")
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        files = sorted(
+        named = [
             p for p in class_dir.rglob("*") if is_image_file(p) and not is_hidden(p, class_dir)
-        )
+        ]
+        files = sorted(p for p in named if p.is_file())
+        if len(files) < len(named):  # broken links, folders named like images
+            odd = sorted(str(p) for p in set(named) - set(files))
+            print(f"note: {field}: {len(odd)} path(s) named like images are not files, not "
+                  f"used: {odd[:3]}{' ...' if len(odd) > 3 else ''}")  # fmt: skip
         if not files:
             raise DataError(
                 f"{field}: class folder {str(class_dir)!r} contains no images (expected files "
@@ -167,7 +185,7 @@ class InMemoryImages(TensorDataset):
         self.images = images
         self.labels = labels
         self.class_names = class_names
-        self.skipped = 0  # unreadable files left out with data.skip_bad=true
+        self.skipped: list[Path] = []  # unreadable files left out with data.skip_bad=true
 
     def subset(self, idx: Tensor) -> InMemoryImages:
         return InMemoryImages(self.images[idx], self.labels[idx], self.class_names)
@@ -189,7 +207,8 @@ def load_image_folder(
     )
     labels = torch.tensor(listing.labels, dtype=torch.int64)[kept]
     ds = InMemoryImages(images, labels, listing.class_names)
-    ds.skipped = len(listing.paths) - len(kept)
+    kept_set = set(kept.tolist())
+    ds.skipped = [p for i, p in enumerate(listing.paths) if i not in kept_set]
     return ds
 
 

@@ -119,7 +119,7 @@ class ClassifyTask(Task):
                 f"to below half of data.image_size={cfg.data.image_size}"
             )
         self._mixup = None
-        self.skipped = 0  # unreadable files left out (data.skip_bad=true)
+        self.skipped: list[Path] = []  # unreadable files left out (data.skip_bad=true)
         self._sizes = progressive_sizes(cfg.data.progressive, cfg.data.image_size)
 
     # ---- data -------------------------------------------------------------------------
@@ -135,7 +135,11 @@ class ClassifyTask(Task):
         else:
             train, val = full, self._val_folder(full.class_names)
         if self.skipped:
-            print(f"classify: skipped {self.skipped} unreadable image(s) (data.skip_bad=true)")
+            names = [str(p) for p in self.skipped[:3]] + ["..."] * (len(self.skipped) > 3)
+            print(
+                f"classify: skipped {len(self.skipped)} unreadable image(s) "
+                f"(data.skip_bad=true): {', '.join(names)}"
+            )
         check_splits(train, val, d)
         self.class_names = list(train.class_names)
         return train, val
@@ -146,7 +150,7 @@ class ClassifyTask(Task):
         d = self.cfg.data
         if d.train is None or d.val is None or not self.class_names:
             return self.build_datasets()[1]
-        self.skipped = 0
+        self.skipped = []
         return self._val_folder(list(self.class_names))
 
     def _load_options(self) -> dict[str, Any]:
