@@ -174,6 +174,28 @@ def test_label_out_of_range_names_value_and_file(tmp_path):
         _dataset(root)[0]
 
 
+def test_gif_webp_and_16bit_colour_masks(tmp_path):
+    """A GIF writer renumbers a greyscale mask's values into palette slots: read the grey
+    values. Pillow's default WebP is lossy (refused like JPEG), its lossless WebP is exact.
+    A 16-bit RGB mask would read as its high bytes (all 0): refused."""
+    import cv2
+
+    from tasks.segment.masks import read_mask
+
+    labels = np.array([[0, 1, 3, 255], [3, 3, 1, 0]], dtype=np.uint8)
+    Image.fromarray(labels).save(tmp_path / "m.gif")
+    assert Image.open(tmp_path / "m.gif").mode == "P"
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.gif"), labels)
+    Image.fromarray(labels).save(tmp_path / "exact.webp", lossless=True)
+    np.testing.assert_array_equal(read_mask(tmp_path / "exact.webp"), labels)
+    Image.fromarray(labels).save(tmp_path / "lossy.webp")
+    with pytest.raises(DataError, match=r"lossy\.webp' is a lossy WebP"):
+        read_mask(tmp_path / "lossy.webp")
+    cv2.imwrite(str(tmp_path / "wide.png"), np.stack([labels.astype(np.uint16)] * 3, -1))
+    with pytest.raises(DataError, match=r"wide\.png' is a 16-bit colour image"):
+        read_mask(tmp_path / "wide.png")
+
+
 def test_corrupt_mask_is_one_error_naming_it(tmp_path):
     """A PNG whose header chunk is damaged makes PIL raise ValueError, not OSError."""
     from tasks.segment.masks import read_mask

@@ -2,14 +2,17 @@
 
 A mask is a single-channel PNG whose pixel values are class indices: greyscale (``L``,
 16-bit ``I;16``) or palette (``P``: the stored index is the label, the palette colours are
-ignored unless ``data.palette`` is given). RGB masks are read only through ``data.palette``
-(colour -> index), because a colour has no index of its own; an RGB mask whose three channels
-are equal is greyscale saved as RGB and is read as such. ``data.mask_values`` maps greyscale
-values that are not class indices (black-and-white 0/255 masks) to classes 0..K-1.
+ignored unless ``data.palette`` is given; a palette whose used colours are all grey, as GIF
+writers make of greyscale masks, is read by its grey values). RGB masks are read only
+through ``data.palette`` (colour -> index), because a colour has no index of its own; an RGB
+mask whose three channels are equal is greyscale saved as RGB and is read as such.
+``data.mask_values`` maps greyscale values that are not class indices (black-and-white 0/255
+masks) to classes 0..K-1.
 
-JPEG masks are lossy: compression shifts values near every edge, inventing labels. They are
-read only through ``data.mask_values`` or ``data.palette``, each pixel snapped to the nearest
-listed value or colour.
+JPEG and lossy WebP masks are lossy: compression shifts values near every edge, inventing
+labels. They are read only through ``data.mask_values`` or ``data.palette``, each pixel
+snapped to the nearest listed value or colour. 16-bit colour masks are refused (PIL keeps
+only their high bytes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ from tasks.images import DataError, swapped_size_hint
 from tasks.inference import PIL_DECODE_ERRORS
 
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
+
+
+def is_lossy(path: Path) -> bool:
+    """JPEG, or WebP without a lossless (``VP8L``) bitstream: Pillow saves WebP lossy by
+    default, and its ``info`` does not tell the two apart."""
+    suffix = path.suffix.lower()
+    if suffix == ".webp":
+        with open(path, "rb") as f:
+            return b"VP8L" not in f.read(4096)  # the bitstream's chunk follows the header
+    return suffix in LOSSY_SUFFIXES
+
 
 PALETTE_HINT = (
     "convert it to a single-channel index PNG (pixel value = class index; palette PNGs also "
@@ -66,6 +80,18 @@ def _lookup(
     return labels
 
 
+def _grey_palette_as_values(img: Image.Image) -> Image.Image:
+    """A palette mask whose used colours are all grey -> ``L`` of those grey values (GIF
+    writers renumber a greyscale mask's values into palette slots); else unchanged."""
+    colours = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    used = np.unique(np.asarray(img))
+    if used.max() >= len(colours):
+        return img
+    rgb = colours[used]
+    grey = (rgb == rgb[:, :1]).all()
+    return img.convert("L") if grey and (rgb[:, 0] != used).any() else img
+
+
 def read_mask(
     path: Path,
     *,
@@ -83,7 +109,12 @@ def read_mask(
         raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
     try:
         with Image.open(path) as img:
+            # PIL reads 16-bit RGB as 8-bit (high bytes): class indices would all become 0
+            tiles = " ".join(str(t.args) for t in img.tile)
+            wide_colour = img.mode in ("RGB", "RGBA") and ";16" in tiles
             img.load()
+            if img.mode == "P" and not palette:
+                img = _grey_palette_as_values(img)
             mode = img.mode
             void_colour = None
             if mode == "P" and palette:  # by colour; the stored void index stays void
@@ -94,7 +125,12 @@ def read_mask(
             arr = np.asarray(img)
     except PIL_DECODE_ERRORS as err:
         raise DataError(f"cannot read mask {str(path)!r}: {err}") from None
-    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    if wide_colour:
+        raise DataError(
+            f"mask {str(path)!r} is a 16-bit colour image; save it as a single-channel 8- or "
+            "16-bit PNG of class indices"
+        )
+    lossy = is_lossy(path)
     if arr.ndim == 3:
         rgb = arr[..., :3]
         if palette and mode in ("RGB", "RGBA"):
@@ -130,7 +166,8 @@ def read_mask(
         return _lookup(found[:, None], table, lossy, unknown)[inverse].reshape(arr.shape)
     if lossy:
         raise DataError(
-            f"mask {str(path)!r} is a JPEG: lossy compression changes label values near every "
+            f"mask {str(path)!r} is a {'lossy WebP' if path.suffix.lower() == '.webp' else 'JPEG'}"
+            ": lossy compression changes label values near every "
             "edge, inventing classes; save masks as PNG, or set data.mask_values=[...] (the "
             "stored value of each class, e.g. [0, 255]) to snap each pixel to the nearest"
         )
