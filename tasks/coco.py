@@ -9,6 +9,7 @@ anything else is one error naming the file.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +22,22 @@ JSON_NAMES = ("annotations.json", "_annotations.coco.json")  # then annotations/
 LAYOUTS = f"{', '.join(JSON_NAMES)} or annotations/instances_*.json"
 
 
-def find_coco_json(root: Path) -> Path | None:
-    """The annotation file of a COCO-layout folder, or None when there is none."""
+def find_coco_json(root: Path, split: str = "") -> Path | None:
+    """The annotation file of a COCO-layout folder, or None when there is none. Several
+    ``annotations/instances_*.json`` (the COCO download: ``instances_train2017.json`` beside
+    ``instances_val2017.json``): the one whose name holds ``split`` ("train" or "val")."""
     for name in JSON_NAMES:
         if (root / name).is_file():
             return root / name
     found = sorted((root / "annotations").glob("instances_*.json"))
-    if len(found) > 1:
+    mine = [p for p in found if split and split in p.stem.removeprefix("instances_")]
+    if len(found) > 1 and len(mine) != 1:
         raise FileNotFoundError(
             f"{str(root / 'annotations')!r} holds several COCO files "
-            f"{[p.name for p in found]}; point data.train/data.val at folders with one each"
+            f"{[p.name for p in found]}, and not one named for the {split or 'wanted'} split; "
+            "point data.train/data.val at folders with one each"
         )
-    return found[0] if found else None
+    return (mine or found or [None])[0]
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
@@ -68,6 +73,19 @@ def entry_int(entry: dict[str, Any], key: str, where: str) -> int:
     except (TypeError, ValueError):
         pass
     raise DataError(f"{where}: {key} is {entry[key]!r}, expected an integer")
+
+
+def entry_float(entry: dict[str, Any], key: str, where: str) -> float:
+    """``entry[key]`` as a finite float (``"12.5"`` is accepted, as for ids)."""
+    value = entry_value(entry, key, where)
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            number = float(value)
+            if math.isfinite(number):
+                return number
+        except ValueError:
+            pass
+    raise DataError(f"{where}: {key} is {value!r}, expected a number")
 
 
 def annotation_refs(
@@ -139,10 +157,8 @@ def read_coco(
     data = read_coco_json(json_path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(entry_value(data, key, src), list):
-            raise DataError(
-                f"{src}: {key!r} is {type(data[key]).__name__} {str(data[key])[:40]!r}, "
-                "expected a list"
-            )
+            found = json.dumps(data[key])[:40]  # as the file spells it: null, "abc", {...}
+            raise DataError(f"{src}: {key!r} is {found}, expected a list")
     cats: dict[int, str] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"

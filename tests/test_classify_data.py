@@ -66,8 +66,14 @@ def test_dataset_root_with_split_folders_is_not_an_image_folder(tmp_path):
     classifier; a broken link named like an image is left out with a note, not a crash."""
     make_tree(tmp_path / "root" / "train")
     make_tree(tmp_path / "root" / "val")
-    with pytest.raises(DataError, match=r"sub-folders \['train', 'val'\] are data splits"):
+    Image.new("RGB", (8, 8)).save(tmp_path / "root" / "test.png")  # loose, not a split folder
+    (tmp_path / "root" / "test").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "root" / "test" / "x.png")
+    splits = r"sub-folders \['test', 'train', 'val'\] are data splits"
+    with pytest.raises(DataError, match=splits + r".* at '.*root/train'$"):
         load_image_folder(tmp_path / "root", 8)
+    with pytest.raises(DataError, match=splits + r".* at '.*root/val'$"):
+        load_image_folder(tmp_path / "root", 8, field="data.val")
     root = make_tree(tmp_path / "flowers")
     (root / "dog" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     assert len(load_image_folder(root, 8, cache_dir=str(tmp_path / "cache"))) == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +77,21 @@ def test_coco_annotations_folder_and_images_next_to_json(tmp_path):
         (tmp_path / "images" / name).rename(tmp_path / "annotations" / name)
     records, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=None, fix=False)
     assert records[0].path.parent == tmp_path / "annotations"
-    (tmp_path / "annotations" / "a.png").unlink()  # the COCO download: images in val/
-    (tmp_path / "annotations" / "b.png").rename(tmp_path / "images" / "b.png")
-    (tmp_path / "images").rename(tmp_path / "val")
-    _image(tmp_path / "val" / "a.png")
-    records, _, _ = load_detection_folder(tmp_path, field="data.val", class_names=None, fix=False)
-    assert [r.path.parent for r in records] == [tmp_path / "val"] * 2
+    # the COCO download: annotations/instances_{train,val}2017.json, images in {split}2017/
+    for name in ("a.png", "b.png"):
+        (tmp_path / "annotations" / name).unlink()
+    annotations = tmp_path / "annotations"
+    (annotations / "instances_val.json").rename(annotations / "instances_val2017.json")
+    train_doc = json.loads((annotations / "instances_val2017.json").read_text())
+    train_doc["annotations"] = train_doc["annotations"][:1]
+    (annotations / "instances_train2017.json").write_text(json.dumps(train_doc))
+    for split in ("train2017", "val2017"):
+        for name in ("a.png", "b.png"):
+            _image(tmp_path / split / name)
+    for field, split, boxes in (("data.train", "train2017", 1), ("data.val", "val2017", 2)):
+        records, _, _ = load_detection_folder(tmp_path, field=field, class_names=None, fix=False)
+        assert [r.path.parent.name for r in records] == [split] * 2
+        assert sum(len(r.boxes) for r in records) == boxes
 
 
 @pytest.mark.parametrize(
@@ -247,9 +257,9 @@ def test_train_tool_reports_a_bad_annotation_as_one_error_line(tmp_path, capsys)
         (lambda d: d["images"][0].update(id="img_1"), r"images\[0\]: id is 'img_1', expected"),
         (lambda d: d["annotations"][0].update(bbox=[1, 2, "abc", 5]), r"bbox is \[1, 2, 'abc'"),
         (lambda d: d["annotations"][0].update(iscrowd="yes"), "iscrowd is 'yes', expected 0 or 1"),
-        (lambda d: d.update(annotations=None), "'annotations' is NoneType 'None', expected a list"),
-        (lambda d: d.update(categories="abc"), "'categories' is str 'abc', expected a list"),
-        (lambda d: d.update(images={"a": 1}), "'images' is dict .*, expected a list"),
+        (lambda d: d.update(annotations=None), "'annotations' is null, expected a list"),
+        (lambda d: d.update(categories="abc"), "'categories' is \"abc\", expected a list"),
+        (lambda d: d.update(images={"a": 1}), "'images' is {\"a\": 1}, expected a list"),
     ],
 )
 def test_coco_inconsistent_files_are_errors_not_silent_merges(tmp_path, edit, message):
@@ -306,11 +316,17 @@ def test_voc_copied_xml_with_a_stale_filename_is_an_error(tmp_path):
         _image(tmp_path / "images" / f"{stem}.jpg")
     _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "x1.jpg")
     _voc_xml(tmp_path / "annotations" / "x2.xml", [("a", [5, 5, 19, 19], 0)], "x1.jpg")
-    stale = r"x2\.xml: <filename> 'x1.jpg' .*x1\.xml' annotates too"
+    stale = r"x2\.xml: <filename> names image .*x1\.xml' annotates too.*fix x2\.xml's"
     with pytest.raises(AnnotationError, match=stale):
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    # the copy sorts first: still the copy is named
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "x2.jpg")
+    _voc_xml(tmp_path / "annotations" / "x2.xml", [("a", [5, 5, 19, 19], 0)], "x2.jpg")
+    with pytest.raises(AnnotationError, match=r"x1\.xml: <filename> .*fix x1\.xml's"):
         load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
 
 
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="case-insensitive file system")
 def test_voc_spellings_exporters_use(tmp_path):
     """A namespaced root, upper-case .XML files, <difficult>true; images whose names differ
     only in case are two images on a case-sensitive file system."""
@@ -327,7 +343,7 @@ def test_voc_spellings_exporters_use(tmp_path):
     annotated = next(r for r in records if r.path.name == "x1.jpg")
     assert annotated.iscrowd.tolist() == [True]  # difficult -> ignore region
     xml.write_text(text.replace("<difficult>0", "<difficult>maybe"))
-    with pytest.raises(AnnotationError, match=r"<difficult> is 'maybe', expected 0 or 1"):
+    with pytest.raises(AnnotationError, match=r"<difficult> is 'maybe', expected 0, 1, true"):
         load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
     xml.write_text("<dataset><object/></dataset>")
     with pytest.raises(AnnotationError, match=r"root element is <dataset>, expected"):

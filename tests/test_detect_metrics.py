@@ -60,5 +60,10 @@ def test_no_ground_truth_is_undefined_not_zero():
         metrics, _ = coco_evaluate(no_objects, det, ["a"])
         assert metrics["AP"] == -1.0 and metrics["AP/a"] == -1.0
     all_crowd = _gt([[0, 0, 10, 10]], [1], crowd=[True])
-    metrics, _ = coco_evaluate(all_crowd, _det([[0, 0, 10, 10]], [1]), ["a"])
-    assert metrics["AP"] == -1.0
+    for det in (_det(np.zeros((0, 4)), []), _det([[0, 0, 10, 10]], [1])):
+        metrics, _ = coco_evaluate(all_crowd, det, ["a"])
+        assert metrics["AP"] == -1.0
+    # class b has no objects: undefined whether or not anything was detected
+    for det in (_det(np.zeros((0, 4)), []), _det([[0, 0, 10, 10]], [1])):
+        metrics, _ = coco_evaluate(_gt([[0, 0, 10, 10]], [1]), det, ["a", "b"])
+        assert metrics["AP/b"] == -1.0 and metrics["AP"] >= 0.0

@@ -186,13 +186,22 @@ def test_gif_webp_and_16bit_colour_masks(tmp_path):
     Image.fromarray(labels).save(tmp_path / "m.gif")
     assert Image.open(tmp_path / "m.gif").mode == "P"
     np.testing.assert_array_equal(read_mask(tmp_path / "m.gif"), labels)
-    Image.fromarray(labels).save(tmp_path / "exact.webp", lossless=True)
+    voc = Image.fromarray(np.array([[0, 7], [7, 7]], dtype=np.uint8), "P")
+    voc.putpalette([0, 0, 0] + [128, 0, 0] * 6 + [128, 128, 128])  # VOC: class 7 is grey
+    voc.save(tmp_path / "voc.png")
+    assert read_mask(tmp_path / "voc.png").tolist() == [[0, 7], [7, 7]]  # PNG: slot numbers
+    icc = b"\0" * 6000  # a large ICC chunk before the bitstream (VP8X layout)
+    Image.fromarray(labels).save(tmp_path / "exact.webp", lossless=True, icc_profile=icc)
     np.testing.assert_array_equal(read_mask(tmp_path / "exact.webp"), labels)
-    Image.fromarray(labels).save(tmp_path / "lossy.webp")
+    binary = np.zeros((64, 64), dtype=np.uint8)
+    binary[16:48, 8:40] = 255
+    Image.fromarray(binary).save(tmp_path / "lossy.webp", quality=30)
     with pytest.raises(DataError, match=r"lossy\.webp' is a lossy WebP"):
         read_mask(tmp_path / "lossy.webp")
+    snapped = read_mask(tmp_path / "lossy.webp", values=[0, 255])
+    assert set(np.unique(snapped).tolist()) == {0, 1} and (snapped == binary // 255).mean() > 0.97
     cv2.imwrite(str(tmp_path / "wide.png"), np.stack([labels.astype(np.uint16)] * 3, -1))
-    with pytest.raises(DataError, match=r"wide\.png' is a 16-bit colour image"):
+    with pytest.raises(DataError, match=r"wide\.png' is a 16-bit RGB image"):
         read_mask(tmp_path / "wide.png")
 
 
@@ -482,8 +491,9 @@ def test_coco_validation_categories_are_matched_by_name(tmp_path):
         # labels) or fails inside a DataLoader worker
         *[
             ({"segmentation": {"counts": c, "size": [20, 30]}}, "adding up to .* = 600")
-            for c in ("", [100, 50], [700], [-5, 605], None, "~~", "PP2", [1.5, 598.5])
+            for c in ("", [100, 50], [700], [-5, 605], None, "~~", "P", "PP2", [1.5, 598.5])
         ],
+        ({"segmentation": {"counts": [100, 50], "size": [20, 30]}}, "add up to 150; expected"),
         ({"segmentation": POLY, "area": "n/a"}, "area is 'n/a', expected a number"),
     ],
 )
@@ -492,6 +502,15 @@ def test_coco_annotations_that_cannot_be_rendered_are_named(tmp_path, ann, messa
     root = _coco_dir(tmp_path, doc)
     with pytest.raises(DataError, match=r"annotations\[0\].*" + message):
         open_source(str(root), "train", ignore_index=255)
+
+
+def test_coco_rle_counts_written_as_whole_floats_are_read(tmp_path):
+    """Some exporters write counts as 300.0; pycocotools reads them as integers."""
+    seg = {"counts": [300.0, 300.0], "size": [20, 30]}  # left half of the columns: 0, right: 1
+    ann = {"id": 5, "image_id": 1, "category_id": 3, "segmentation": seg, "area": "300"}
+    root = _coco_dir(tmp_path, _coco_doc([{"id": 3, "name": "cat"}], [ann]))
+    mask = open_source(str(root), "train", ignore_index=255).load_mask(0)
+    assert mask[:, :15].max() == 0 and (mask[:, 15:] == 1).all()
 
 
 def test_coco_string_ids_and_repeated_ids(tmp_path):

@@ -59,12 +59,14 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
         )
     names = [d.name for d in class_dirs]
     if all(n.lower() in SPLIT_NAMES for n in names) and any(
-        sub.is_dir() for sub in class_dirs[0].iterdir()
+        sub.is_dir() for d in class_dirs for sub in d.iterdir()
     ):  # a data set's root: training would learn "train vs val", not its classes
+        wanted = "train" if "train" in field else "val"
+        split = next((d for d in class_dirs if d.name.lower().startswith(wanted)), class_dirs[0])
         raise DataError(
             f"{field}={str(root)!r}: its sub-folders {names} are data splits holding class "
             f"folders (expected {root}/<class_name>/<image>.jpg); point {field} at "
-            f"{str(class_dirs[0])!r} or another split"
+            f"{str(split)!r}"
         )
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p)]
     if loose:

@@ -128,7 +128,7 @@ class ClassifyTask(Task):
         if d.train is None:
             return self._synthetic()
         full = load_image_folder(d.train, d.image_size, field="data.train", **self._load_options())
-        self.skipped = full.skipped
+        self.skipped = list(full.skipped)
         if d.val is None:
             train_idx, val_idx = stratified_split(full.labels, d.val_fraction, d.split_seed)
             train, val = full.subset(train_idx), full.subset(val_idx)

@@ -30,14 +30,15 @@ def _bbox(ann: dict[str, Any], where: str) -> list[float]:
 
 
 def load_coco(
-    root: Path, class_names: list[str] | None, *, fix: bool
+    root: Path, class_names: list[str] | None, *, fix: bool, split: str = ""
 ) -> tuple[list[ImageRecord], list[str], list[int]]:
     """-> (records, class names, category ids: label k has COCO id ``category_ids[k-1]``).
 
     With ``class_names`` given (the validation set), categories are matched by name and the
-    returned category ids are this file's ids for those names.
+    returned category ids are this file's ids for those names. ``split``: see
+    ``find_coco_json``.
     """
-    json_path = find_coco_json(root)
+    json_path = find_coco_json(root, split)
     if json_path is None:
         raise FileNotFoundError(f"no COCO annotation file in {str(root)!r}")
     src = str(json_path)

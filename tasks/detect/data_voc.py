@@ -16,7 +16,9 @@ an error (a copied XML whose ``<filename>`` was not updated).
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +85,7 @@ def _flag(node: ET.Element, key: str, where: str) -> bool:
     """A 0/1 field such as <difficult> (absent: 0); "true"/"false" as some tools write."""
     text = (node.findtext(key) or "0").strip().lower()
     if text not in ("0", "1", "true", "false"):
-        raise AnnotationError(f"{where}: <{key}> is {text!r}, expected 0 or 1")
+        raise AnnotationError(f"{where}: <{key}> is {text!r}, expected 0, 1, true or false")
     return text in ("1", "true")
 
 
@@ -109,16 +111,16 @@ def _records(
     if class_names is None:
         class_names = sorted({o.name for *_, objects in parsed for o in objects})
     records = []
-    annotated_by: dict[tuple[int, int], Path] = {}  # image file -> its XML
+    annotated_by: dict[Hashable, Path] = {}  # image file -> its XML
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
         where = str(xml_path)
         path = _find_image(images_dir, filename, xml_path.stem, where)
         first = annotated_by.setdefault(_file_id(path), xml_path)
         if first != xml_path:  # an XML copied from another keeps the old <filename>
+            stale, other = (xml_path, first) if xml_path.stem != path.stem else (first, xml_path)
             raise AnnotationError(
-                f"{where}: <filename> {filename!r} names image {str(path)!r}, which "
-                f"{str(first)!r} annotates too (expected one XML per image: fix the copied "
-                "file's <filename>)"
+                f"{str(stale)}: <filename> names image {str(path)!r}, which {str(other)!r} "
+                f"annotates too (expected one XML per image: fix {stale.name}'s <filename>)"
             )
         if wh is None:
             wh = displayed_size(path)
@@ -172,11 +174,13 @@ def load_voc_folder(
     return records, class_names
 
 
-def _file_id(path: Path) -> tuple[int, int]:
-    """(device, inode): one file however its name is spelled (``IMG.JPG`` / ``img.jpg`` on a
-    case-insensitive file system, two files on a case-sensitive one)."""
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
+def _file_id(path: Path) -> Hashable:
+    """(device, inode) of the directory entry: one file however its name is spelled
+    (``IMG.JPG`` / ``img.jpg`` on a case-insensitive file system, two files on a case-sensitive
+    one); links are their own entries. The normalised path where a file system reports no
+    inode numbers (0)."""
+    stat = path.lstat()
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.normcase(path.absolute())
 
 
 def is_vocdevkit(root: Path) -> bool:

@@ -45,8 +45,9 @@ def load_detection_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{field}={str(root)!r} is not a directory")
-    if find_coco_json(root) is not None:
-        return load_coco(root, class_names, fix=fix)
+    split = "train" if field == "data.train" else "val"
+    if find_coco_json(root, split) is not None:
+        return load_coco(root, class_names, fix=fix, split=split)
     if (root / "annotations").is_dir() and (root / "images").is_dir():
         records, names = load_voc_folder(root, class_names, fix=fix, field=field)
     elif is_vocdevkit(root):

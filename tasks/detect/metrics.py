@@ -88,10 +88,12 @@ def coco_evaluate(
                     score=float(score),
                 )
             )
-    if not annotations or not results:  # pycocotools cannot load an empty result list
-        # no ground truth: undefined (-1, COCOeval's value for an all-crowd set); else none found
-        score = 0.0 if annotations else -1.0
-        empty = {k: score for k in SUMMARY_KEYS} | {f"AP/{n}": score for n in class_names}
+    if not results:  # pycocotools cannot load an empty result list: COCOeval's values by hand
+        # 0 where there were objects to find; -1 (undefined) where none, crowd regions aside
+        counted = {a["category_id"] for a in annotations if not a["iscrowd"]}
+        empty = {k: 0.0 if counted else -1.0 for k in SUMMARY_KEYS}
+        for cat_id, name in zip(ids, class_names, strict=True):
+            empty[f"AP/{name}"] = 0.0 if cat_id in counted else -1.0
         return empty, -np.ones((10, 101, len(ids), 4, 3))
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()

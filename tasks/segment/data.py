@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from tasks.coco import LAYOUTS as COCO_LAYOUTS
-from tasks.coco import annotation_refs, crowd_flag, find_coco_json, read_coco
+from tasks.coco import annotation_refs, crowd_flag, entry_float, find_coco_json, read_coco
 from tasks.data import read_name_list
 from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
 from tasks.segment.augment import mask_dtype
@@ -93,7 +93,8 @@ class CocoSource:
             image = self.images[image_id]
             _check_geometry(ann.get("segmentation"), image.height, image.width, where, ann)
             label = ignore_index if crowd else label_of[cat]
-            self.shapes[image_id].append((ann["segmentation"], label, crowd, _area(ann, where)))
+            area = entry_float(ann, "area", where) if ann.get("area") is not None else 0.0
+            self.shapes[image_id].append((ann["segmentation"], label, crowd, area))
         self.json_path = json_path
         self.ids = sorted(self.images)
 
@@ -146,12 +147,15 @@ def _check_geometry(seg: Any, height: int, width: int, where: str, ann: dict) ->
             )
         runs = _rle_runs(seg["counts"])
         whole = runs is not None and all(
-            isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in runs
+            isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 and r % 1 == 0
+            for r in runs
         )
-        if not whole or sum(runs) != height * width:  # pycocotools would read past them
+        total = sum(runs) if whole else None
+        if total != height * width:  # pycocotools would read past the runs, or fail in a worker
+            found = f"add up to {total}" if whole else "are not whole numbers >= 0"
             raise DataError(
-                f"{where}: RLE counts {str(seg['counts'])[:40]!r} are not run lengths >= 0 "
-                f"adding up to height x width = {height * width} (expected a COCO RLE)"
+                f"{where}: RLE counts {str(seg['counts'])[:40]!r} {found}; expected run "
+                f"lengths adding up to height x width = {height * width}"
             )
         return
     for polygon in seg if isinstance(seg, list) else [None]:
@@ -163,17 +167,6 @@ def _check_geometry(seg: Any, height: int, width: int, where: str, ann: dict) ->
                 f"{where}: segmentation polygon {str(polygon)[:60]} is not a list of 3 or more "
                 "x, y points (expected [[x1, y1, x2, y2, x3, y3, ...], ...] or an RLE)"
             )
-
-
-def _area(ann: dict, where: str) -> float:
-    """An annotation's ``area`` (the drawing order: large objects first), 0 when absent."""
-    value = ann.get("area") or 0
-    try:
-        if not isinstance(value, bool):
-            return float(value)
-    except (TypeError, ValueError):
-        pass
-    raise DataError(f"{where}: area is {value!r}, expected a number")
 
 
 def _rle_runs(counts: Any) -> list | None:
@@ -297,9 +290,9 @@ def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def layout_of(path: Path) -> str:
+def layout_of(path: Path, split: str = "") -> str:
     """ "coco", "voc" or "folder" from what is on disk; anything else is an error."""
-    if path.suffix == ".json" or find_coco_json(path) is not None:
+    if path.suffix == ".json" or find_coco_json(path, split) is not None:
         return "coco"
     if (path / "JPEGImages").is_dir() and (path / "SegmentationClass").is_dir():
         return "voc"
@@ -327,9 +320,9 @@ def open_source(
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data path {str(root)!r} does not exist")
-    layout = layout_of(root)
+    layout = layout_of(root, split)
     if layout == "coco":
-        json_path = root if root.suffix == ".json" else find_coco_json(root)
+        json_path = root if root.suffix == ".json" else find_coco_json(root, split)
         base = json_path.parent if root.suffix == ".json" else root
         return CocoSource(json_path, base, ignore_index, class_names)
     pairs = voc_pairs(root, split) if layout == "voc" else folder_pairs(root)

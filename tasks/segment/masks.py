@@ -2,7 +2,7 @@
 
 A mask is a single-channel PNG whose pixel values are class indices: greyscale (``L``,
 16-bit ``I;16``) or palette (``P``: the stored index is the label, the palette colours are
-ignored unless ``data.palette`` is given; a palette whose used colours are all grey, as GIF
+ignored unless ``data.palette`` is given; a GIF whose used colours are all grey, as GIF
 writers make of greyscale masks, is read by its grey values). RGB masks are read only
 through ``data.palette`` (colour -> index), because a colour has no index of its own; an RGB
 mask whose three channels are equal is greyscale saved as RGB and is read as such.
@@ -30,13 +30,25 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg")
 
 
 def is_lossy(path: Path) -> bool:
-    """JPEG, or WebP without a lossless (``VP8L``) bitstream: Pillow saves WebP lossy by
-    default, and its ``info`` does not tell the two apart."""
+    """JPEG, or WebP whose bitstream chunk is not lossless ``VP8L``: Pillow saves WebP lossy
+    by default, and its ``info`` does not tell the two apart."""
     suffix = path.suffix.lower()
     if suffix == ".webp":
-        with open(path, "rb") as f:
-            return b"VP8L" not in f.read(4096)  # the bitstream's chunk follows the header
+        return _webp_bitstream(path) != b"VP8L"
     return suffix in LOSSY_SUFFIXES
+
+
+def _webp_bitstream(path: Path) -> bytes:
+    """The fourcc of a WebP file's image chunk (``VP8 `` lossy, ``VP8L`` lossless), found by
+    walking the RIFF chunks (``VP8X`` files put ICC, EXIF or animation chunks first)."""
+    data = path.read_bytes()
+    at = 12  # after "RIFF", the file size and "WEBP"
+    while at + 8 <= len(data):
+        fourcc, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if fourcc in (b"VP8 ", b"VP8L"):
+            return fourcc
+        at += 8 + size + (size & 1)  # chunks are padded to an even size
+    return b""
 
 
 PALETTE_HINT = (
@@ -80,9 +92,12 @@ def _lookup(
     return labels
 
 
-def _grey_palette_as_values(img: Image.Image) -> Image.Image:
-    """A palette mask whose used colours are all grey -> ``L`` of those grey values (GIF
-    writers renumber a greyscale mask's values into palette slots); else unchanged."""
+def _gif_grey_values(img: Image.Image) -> Image.Image:
+    """A GIF mask whose used colours are all grey -> ``L`` of those grey values (GIF writers
+    renumber a greyscale mask's values into palette slots); else unchanged. PNG palette masks
+    keep their slot numbers: VOC's colour map has grey slots (class 7 is (128, 128, 128))."""
+    if img.format != "GIF":
+        return img
     colours = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)
     used = np.unique(np.asarray(img))
     if used.max() >= len(colours):
@@ -109,12 +124,11 @@ def read_mask(
         raise FileNotFoundError(f"mask file {str(path)!r} does not exist")
     try:
         with Image.open(path) as img:
-            # PIL reads 16-bit RGB as 8-bit (high bytes): class indices would all become 0
-            tiles = " ".join(str(t.args) for t in img.tile)
-            wide_colour = img.mode in ("RGB", "RGBA") and ";16" in tiles
+            # PIL reads 16-bit RGB/LA as 8-bit (high bytes): class indices would all become 0
+            wide_colour = img.mode in ("RGB", "RGBA", "LA") and ";16" in str(img.tile)
             img.load()
             if img.mode == "P" and not palette:
-                img = _grey_palette_as_values(img)
+                img = _gif_grey_values(img)
             mode = img.mode
             void_colour = None
             if mode == "P" and palette:  # by colour; the stored void index stays void
@@ -127,7 +141,7 @@ def read_mask(
         raise DataError(f"cannot read mask {str(path)!r}: {err}") from None
     if wide_colour:
         raise DataError(
-            f"mask {str(path)!r} is a 16-bit colour image; save it as a single-channel 8- or "
+            f"mask {str(path)!r} is a 16-bit {mode} image; save it as a single-channel 8- or "
             "16-bit PNG of class indices"
         )
     lossy = is_lossy(path)
@@ -143,9 +157,11 @@ def read_mask(
                 f"(palette colours: {[list(c) for c in table][:8]}...); add it to data.palette"
             )
             return _lookup(found, table, lossy, unknown)[inverse.ravel()].reshape(rgb.shape[:2])
-        grey = mode in ("LA", "PA") or bool((rgb == rgb[..., :1]).all())  # greyscale as RGB
-        if grey:
+        spread = np.abs(rgb.astype(np.int64) - rgb[..., :1]).max()  # 0: greyscale as RGB
+        if mode in ("LA", "PA") or spread == 0:
             arr = rgb[..., 0]
+        elif lossy and spread <= 16:  # lossy WebP decodes grey to near-equal channels
+            arr = np.round(rgb.mean(axis=-1)).astype(np.uint8)
         else:
             raise DataError(
                 f"mask {str(path)!r} is an {mode} colour image with no palette; {PALETTE_HINT}"

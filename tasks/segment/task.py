@@ -102,7 +102,7 @@ class SegmentTask(Task):
         train = open_source(d.train, "train", **opts)
         if d.val is not None:
             return train, open_source(d.val, "val", **opts, class_names=train.class_names or None)
-        if layout_of(Path(d.train)) == "voc":
+        if layout_of(Path(d.train), "train") == "voc":
             return train, open_source(d.train, "val", **opts)
         if len(train) < 2:
             raise DataError(
