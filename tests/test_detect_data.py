@@ -147,12 +147,22 @@ def test_val_label_missing_from_train_classes(tmp_path):
         load_detection_folder(root, field="data.val", class_names=["cat"], fix=False)
 
 
-def test_image_that_fails_to_decode_is_named(tmp_path):
-    root = _coco(tmp_path, GOOD)
+def test_images_are_checked_against_their_declared_size_when_opened(tmp_path):
+    """Each image's header is read when the data is opened: a file that is not an image, or
+    one whose size differs from the annotation's (boxes are checked and clipped against it),
+    stops before training instead of at its first use, possibly epochs later."""
+    root = _coco(tmp_path / "coco", GOOD)
     (root / "images" / "a.png").write_bytes(b"not a png")
-    records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
     with pytest.raises(ImageDecodeError, match="a.png"):
-        DetectionDataset(records)[[r.image_id for r in records].index(7)]
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    _image(root / "images" / "a.png", w=30, h=40)
+    with pytest.raises(DataError, match=r"images\[0\]: image .*a\.png' is declared 40x30 but "
+                       r"is 30x40 .*width and height swapped"):  # fmt: skip
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    _image(tmp_path / "voc" / "images" / "x1.jpg", w=50)
+    _voc_xml(tmp_path / "voc" / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "x1.jpg")
+    with pytest.raises(DataError, match=r"x1\.xml <size>: image .* declared 40x30 but is 50x30"):
+        load_detection_folder(tmp_path / "voc", field="data.train", class_names=None, fix=False)
 
 
 def test_voc_folder_sorted_names_difficult_and_stem_fallback(tmp_path):

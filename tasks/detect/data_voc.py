@@ -24,7 +24,13 @@ from pathlib import Path
 
 from tasks.data import read_name_list
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
-from tasks.images import IMAGE_EXTENSIONS, displayed_size, is_hidden, is_image_file
+from tasks.images import (
+    IMAGE_EXTENSIONS,
+    check_declared_size,
+    displayed_size,
+    is_hidden,
+    is_image_file,
+)
 
 
 @dataclass
@@ -124,6 +130,8 @@ def _records(
             )
         if wh is None:
             wh = displayed_size(path)
+        else:
+            check_declared_size(path, *wh, f"{where} <size>")
         records.append(
             make_record(
                 path,
