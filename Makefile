@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP)  # a fresh run each time: the previous demo's folder is replaced
+	rm -rf $(DEMO_OUT)
 	$(PY) tools/train.py --task detect --out $(DEMO_OUT) train.max_minutes=4
 
 test: $(STAMP)

@@ -115,6 +115,21 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def save_resumable(
+    run_dir: Path, weights: Mapping[str, Tensor], metadata: dict[str, str], state: dict[str, Any]
+) -> None:
+    """``last.safetensors`` + ``last.pt`` as a pair: both are written in full to hidden files
+    first, then renamed one after the other, so a kill leaves the old pair or the new one.
+    Both record ``state["step"]``: the microseconds between the two renames are the one gap,
+    and ``tasks.resume.restore`` refuses a mismatched pair instead of resuming it wrongly."""
+    pending = [(run_dir / f".{LAST_WEIGHTS}.next", run_dir / LAST_WEIGHTS),
+               (run_dir / f".{LAST_STATE}.next", run_dir / LAST_STATE)]  # fmt: skip
+    save_weights(pending[0][0], weights, {**metadata, "step": str(state["step"])})
+    save_state(pending[1][0], state)
+    for tmp, final in pending:
+        os.replace(tmp, final)
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -75,6 +75,20 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def check_new_run_dir(run_dir: Path) -> None:
+    """A fresh run's folder must not be a file or hold another run, which it would overwrite
+    (weights, config) and mix into (metrics.jsonl is appended to)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {str(run_dir)!r} is a file; expected a folder for the run")
+    found = [n for n in (ckpt.CONFIG_FILE, ckpt.LAST_STATE, ckpt.BEST_WEIGHTS, METRICS_JSON)
+             if (run_dir / n).exists()]  # fmt: skip
+    if found:
+        raise ConfigError(
+            f"--out {str(run_dir)!r} already holds a run ({', '.join(found)}); continue it "
+            f"with tools/train.py --resume {run_dir}, or choose a new --out folder"
+        )
+
+
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them
     back to the kernel; True when the C library took the setting (glibc only; else a no-op).
@@ -120,19 +134,18 @@ class Trainer:
         self.amp = AMP_DTYPES.get(cfg.amp) if on_cuda else None
         if self.device.type == "cpu":
             keep_freed_memory()
+        if not resume:
+            check_new_run_dir(self.run_dir)
         seed_everything(cfg.seed, cfg.deterministic)
-        # data and model first: a data error must not leave an empty run folder behind
+        # data, model, weights and optimizer first: an error there leaves no run folder behind
         self.train_set, self.val_set = task.build_datasets()
         model = task.build_model()
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        distributed.barrier(self.dist)
-        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, quiet=quiet)
+        notes = []  # printed once the run folder and its logger exist
         if cfg.amp != "none" and not on_cuda:
-            self.logger.print(f"note: train.amp={cfg.amp} needs CUDA; training in float32 on CPU")
+            notes.append(f"note: train.amp={cfg.amp} needs CUDA; training in float32 on CPU")
         if getattr(task.cfg.model, "backbone_weights", None):
             report = load_backbone_weights(model, task.cfg.model.backbone_weights)
-            self.logger.print(f"backbone weights: {report}")
+            notes.append(f"backbone weights: {report}")
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -140,10 +153,16 @@ class Trainer:
             if on_cuda:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
-                self.logger.print("note: train.sync_bn needs CUDA; BatchNorm stays per process")
+                notes.append("note: train.sync_bn needs CUDA; BatchNorm stays per process")
         self.model = model  # the plain module: what is saved and evaluated
         self.optimizer = build_optimizer(model, cfg)
         self.ema = build_ema(model, cfg.ema)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(self.dist)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, quiet=quiet)
+        for note in notes:
+            self.logger.print(note)
         self.train_model: nn.Module = model
         if self.dist.enabled:
             ids = [self.device.index] if on_cuda else None
@@ -187,7 +206,7 @@ class Trainer:
         self.resumed = resume
         if resume:
             resume_state.restore(self, ckpt.load_state(self.run_dir / ckpt.LAST_STATE))
-        elif self.dist.is_main:
+        if self.dist.is_main:  # on resume too: overrides given then are part of the run now
             ckpt.atomic_write_text(self.run_dir / ckpt.CONFIG_FILE, config_to_yaml(task.cfg))
         if self.dist.rank > 0:  # different augmentation per rank, same model init
             seed_everything(cfg.seed + 1000 * self.dist.rank + self.step, cfg.deterministic)
@@ -475,8 +494,5 @@ class Trainer:
         self.check_finite()
         if self.dist.is_main:
             state = resume_state.capture(self)
-            ckpt.save_weights(
-                self.run_dir / ckpt.LAST_WEIGHTS, self.model.state_dict(), self.metadata
-            )
-            ckpt.save_state(self.run_dir / ckpt.LAST_STATE, state)
+            ckpt.save_resumable(self.run_dir, self.model.state_dict(), self.metadata, state)
         self.last_saved_step, self._saved_at, self._save_due = self.step, self.elapsed(), False

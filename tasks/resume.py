@@ -40,7 +40,13 @@ def restore(trainer: Any, state: dict[str, Any]) -> None:
             f"{str(trainer.run_dir)!r} was trained with {state['world_size']} processes; "
             f"resume it with the same number (got {trainer.dist.world_size})"
         )
-    weights, _ = ckpt.read_weights(trainer.run_dir / ckpt.LAST_WEIGHTS)
+    weights, meta = ckpt.read_weights(trainer.run_dir / ckpt.LAST_WEIGHTS)
+    if meta.get("step", str(state["step"])) != str(state["step"]):  # older runs: no step
+        raise ConfigError(
+            f"{str(trainer.run_dir)!r}: {ckpt.LAST_WEIGHTS} holds step {meta['step']} but "
+            f"{ckpt.LAST_STATE} step {state['step']} (written by different saves: a copied "
+            "file, or a run killed between the two); expected a matching pair"
+        )
     ckpt.load_into(trainer.model, weights, trainer.run_dir / ckpt.LAST_WEIGHTS)
     trainer.optimizer.load_state_dict(state["optimizer"])
     if state["scaler"]:

@@ -116,3 +116,33 @@ def test_broken_checkpoint_files_are_named_errors(tmp_path: Path) -> None:
     model = torch.nn.Linear(4, 2, bias=False)  # 2 classes now, 3 when saved
     with pytest.raises(DataError, match=r"m\.safetensors' do not fit.*size mismatch.*classes"):
         ckpt.load_into(model, state, tmp_path / "m.safetensors")
+
+
+def test_run_folders_are_never_overwritten_or_resumed_from_a_mismatched_pair(
+    tmp_path: Path, capsys
+) -> None:
+    """--out on a finished run is refused (it replaced the weights and appended to the
+    metrics); overrides given with --resume are saved in config.yaml, so the printed resume
+    command continues what was asked; last.safetensors and last.pt of different saves (a
+    copied file, a kill between the two renames) are refused, not resumed wrongly."""
+    train = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
+    run = tmp_path / "run"
+    base = ["--task", "_toy", "--quiet", "train.epochs=2", "train.log_every=1"]
+    assert train([*base, "--out", str(run), "train.stop_after_steps=2"]) == 0
+    assert train([*base, "--out", str(run)]) == 2
+    assert "already holds a run (config.yaml, last.pt)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert train([*base, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; expected a folder" in capsys.readouterr().err
+
+    step2 = (run / "last.pt").read_bytes()
+    assert train(["--resume", str(run), "--quiet", "train.stop_after_steps=5"]) == 0
+    assert "stop_after_steps: 5" in (run / "config.yaml").read_text()
+    (run / "last.pt").write_bytes(step2)  # the state of an earlier save beside newer weights
+    assert train(["--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "last.safetensors holds step 5 but last.pt step 2" in err
+
+    ckpt.save_weights(run / "last.safetensors", {"w": torch.zeros(1)}, {})
+    assert train(["--resume", str(run), "--quiet"]) == 2
+    assert "has no 'task' metadata" in capsys.readouterr().err
