@@ -75,10 +75,21 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file {str(path)!r} does not exist")
+    unreadable = (
+        f"{str(path)!r} is not a readable checkpoint; expected a .safetensors file or a "
+        "torch.save'd state dict (.pt/.pth)"
+    )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ...: a bad file
+            raise OptionError(f"{unreadable} ({err})") from None
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+        raise OptionError(unreadable)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -87,13 +98,17 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"than tensors (torch.load weights_only=True said: {str(err).splitlines()[0]}). "
             "Re-save it as a plain state dict or a .safetensors file"
         ) from None
+    except Exception as err:  # noqa: BLE001 - a truncated or damaged file fails many ways
+        raise OptionError(f"{unreadable} ({type(err).__name__}: {err})") from None
     for key in WRAPPED_KEYS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+    odd = [k for k, v in obj.items() if not isinstance(v, Tensor)] if isinstance(obj, dict) else []
+    if not isinstance(obj, dict) or odd:
+        found = f"a dict whose {odd[0]!r} is not a tensor" if odd else type(obj).__name__
         raise OptionError(
             f"{str(path)!r} is not a state dict: expected a dict of tensors (or one under "
-            f"{', '.join(repr(k) for k in WRAPPED_KEYS)}), got {type(obj).__name__}"
+            f"{', '.join(repr(k) for k in WRAPPED_KEYS)}), got {found}"
         )
     return obj
 

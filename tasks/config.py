@@ -12,6 +12,7 @@ dotted key, the value and what was expected (with the closest valid keys for a t
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,10 +79,23 @@ MINIMUMS: dict[str, float] = {
     "train.max_steps": 0,
     "train.lr": 0,
     "train.num_workers": 0,
+    "train.momentum": 0,
+    "train.weight_decay": 0,
+    "train.warmup": 0,
+    "train.clip_grad": 0,
+    "train.ema": 0,
+    "train.eval_every": 1,
+    "train.log_every": 1,
+    "train.checkpoint_minutes": 0,
+    "train.diagnostics_every": 0,
+    "train.stop_after_steps": 0,
     "model.aux_weight": 0,  # segmentation loss weights: a negative one would be silently off
     "model.dice_weight": 0,
     "model.lovasz_weight": 0,
 }
+
+# fractions: warm-up of the run, momentum (SGD) / beta1 (AdamW)
+MAXIMUMS: dict[str, float] = {"train.warmup": 1, "train.momentum": 1}
 
 
 def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
@@ -134,10 +148,11 @@ def _raise_clean(err: OmegaConfBaseException, source: str, base: Any, config_cla
 
 def _read_yaml(path: Path) -> DictConfig:
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        found = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(path)!r} {found}; expected a YAML file")
     try:
         loaded = OmegaConf.load(path)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if not isinstance(loaded, DictConfig):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not a list")
@@ -178,6 +193,14 @@ def load_config(
     if overrides:
         sources.append((_parse_overrides(overrides), "on the command line"))
     for layer, source in sources:
+        for key in layer:  # `train=1`, `model: 3`: OmegaConf's error names no key
+            section = cfg._get_node(key) if key in cfg else None
+            if isinstance(section, DictConfig) and not isinstance(layer._get_node(key), DictConfig):
+                raise ConfigError(
+                    f"config key {key!r} {source}: got {layer[key]!r}, expected a section of "
+                    f"keys ({key}.KEY=VALUE on the command line, '{key}:' with indented keys "
+                    "in YAML)"
+                )
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
@@ -185,10 +208,18 @@ def load_config(
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config keys not set: {', '.join(missing)}")
+    for key in _leaf_keys(cfg):
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} = {value!r}: expected a finite number")
     for key, low in MINIMUMS.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value < low:
             raise ConfigError(f"config key {key!r} = {value!r}: expected a value >= {low:g}")
+    for key, high in MAXIMUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value > high:
+            raise ConfigError(f"config key {key!r} = {value!r}: expected a value <= {high:g}")
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in allowed:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tasks.config import ConfigError, config_to_yaml, load_config, require_path
+from tasks.distributed import pick_device
 from tasks.segment.config import SegmentConfig
 from tasks.toy import ToyConfig
 
@@ -136,11 +137,28 @@ def test_model_option_errors_from_backbones_are_one_line(tmp_path, capsys) -> No
         ("train.batch_size=0", r"'train.batch_size' = 0: expected a value >= 1"),
         ("train.grad_accum=0", r"'train.grad_accum' = 0: expected a value >= 1"),
         ("train.max_minutes=-1", r"'train.max_minutes' = -1.0: expected a value >= 0"),
+        ("train.log_every=0", r"'train.log_every' = 0: expected a value >= 1"),  # % 0 mid-run
+        ("train.eval_every=0", r"'train.eval_every' = 0: expected a value >= 1"),
+        ("train.momentum=-3", r"'train.momentum' = -3.0: expected a value >= 0"),
+        ("train.warmup=5", r"'train.warmup' = 5.0: expected a value <= 1"),
+        ("train.lr=nan", r"'train.lr' = nan: expected a finite number"),
+        ("train.weight_decay=inf", r"'train.weight_decay' = inf: expected a finite number"),
+        ("train=1", r"'train' on the command line: got 1, expected a section of keys"),
+        ("train.device=tpu", r"device 'tpu' is not a device name; expected auto, cpu, cuda"),
     ],
 )
 def test_out_of_range_engine_values_are_config_errors(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(ToyConfig, overrides=[override])
+        cfg = load_config(ToyConfig, overrides=[override])
+        pick_device(cfg.train.device)  # what the engine does first with it
+
+
+def test_config_file_that_is_a_folder_or_binary(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder; expected a YAML file"):
+        load_config(ToyConfig, tmp_path)
+    (tmp_path / "w.safetensors").write_bytes(b"\x00\xf0\x9f\xff binary")
+    with pytest.raises(ConfigError, match=r"w\.safetensors' is not valid YAML"):
+        load_config(ToyConfig, tmp_path / "w.safetensors")
 
 
 def test_val_data_without_train_data_is_refused() -> None:

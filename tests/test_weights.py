@@ -90,3 +90,22 @@ def test_missing_file_and_non_state_dict(tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="is not a state dict"):
         create_backbone("resnet20", pretrained=tmp_path / "list.pth")
+    torch.save({"conv1.weight": torch.zeros(1), "epoch": 3}, tmp_path / "mixed.pth")
+    with pytest.raises(ValueError, match="got a dict whose 'epoch' is not a tensor"):
+        create_backbone("resnet20", pretrained=tmp_path / "mixed.pth")
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [("text.safetensors", b"hello"), ("notes.pth", b"# a README"), ("cut.pth", None)],
+)
+def test_files_that_are_not_checkpoints_are_named(tmp_path, name, data):
+    """A text file, a safetensors header that is too small, a truncated torch.save file:
+    one error naming the file (safetensors, pickle and zip errors were tracebacks)."""
+    path = tmp_path / name
+    if data is None:
+        torch.save({"conv1.weight": torch.zeros(100)}, path)
+        data = path.read_bytes()[:300]
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=f"'{path}' is not a readable checkpoint"):
+        create_backbone("resnet20", pretrained=path)
