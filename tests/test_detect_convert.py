@@ -77,3 +77,21 @@ def test_convert_pennfudan_folder_same_split_for_same_seed(tmp_path):
     assert (tmp_path / "a" / "val" / "annotations.json").read_text() == (
         tmp_path / "b" / "val" / "annotations.json"
     ).read_text()
+
+
+def test_convert_errors_are_one_line_naming_the_input(tmp_path):
+    """A missing or non-tar SRC, or an OUT that already holds a split: one error line (the
+    split would otherwise mix old images with the new annotations)."""
+    (tmp_path / "notes.txt").write_text("not a tarball")
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    (tmp_path / "out" / "train" / "old.png").write_bytes(b"")
+    src = _fake_pennfudan(tmp_path / "src")
+    for args, message in [
+        ([tmp_path / "missing.tar.gz", tmp_path / "o1"], "missing.tar.gz' does not exist"),
+        ([tmp_path / "notes.txt", tmp_path / "o2"], "notes.txt' is not a readable tar archive"),
+        ([src, tmp_path / "out"], "train' is not empty"),
+    ]:
+        done = subprocess.run([sys.executable, str(TOOL), "pennfudan", *map(str, args)],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
+        assert "Traceback" not in done.stderr

@@ -23,6 +23,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from tasks.checkpoint import atomic_write_text
+from tasks.cli import run_tool
+from tasks.config import ConfigError
+from tasks.images import DataError
+
 BOX_LINE = re.compile(
     r'Bounding box for object (\d+) "[^"]*" \(Xmin, Ymin\) - \(Xmax, Ymax\) : '
     r"\((-?\d+), (-?\d+)\) - \((-?\d+), (-?\d+)\)"
@@ -42,7 +47,7 @@ def parse_pennfudan_annotation(path: Path) -> dict[int, list[float]]:
             k, x1, y1, x2, y2 = (int(v) for v in m.groups())
             boxes[k] = [x1 - 1.0, y1 - 1.0, float(x2), float(y2)]
     if not boxes:
-        raise ValueError(
+        raise DataError(
             f"{path}: no 'Bounding box for object N ... : (Xmin, Ymin) - (Xmax, Ymax)' line "
             "(expected a Penn-Fudan PASCAL-style annotation)"
         )
@@ -50,16 +55,28 @@ def parse_pennfudan_annotation(path: Path) -> dict[int, list[float]]:
 
 
 def _find_root(src: Path, scratch: Path) -> Path:
-    if src.is_file():
-        with tarfile.open(src) as tar:
-            tar.extractall(scratch, filter="data")
-        src = scratch
+    """The folder holding PNGImages/, PedMasks/, Annotation/ in ``src`` (a tarball is
+    extracted into ``scratch`` first); errors name ``src``, not the scratch folder."""
     if not src.exists():
         raise FileNotFoundError(f"SRC {str(src)!r} does not exist")
-    for candidate in [src, *sorted(p.parent for p in src.rglob("PNGImages"))]:
+    tree = src
+    if src.is_file():
+        try:
+            with tarfile.open(src) as tar:
+                tar.extractall(scratch, filter="data")
+        except tarfile.TarError:
+            raise DataError(
+                f"SRC {str(src)!r} is not a readable tar archive (.tar, .tar.gz, .tar.bz2, "
+                ".tar.xz); expected the PennFudanPed tarball or its extracted folder"
+            ) from None
+        tree = scratch
+    for candidate in [tree, *sorted(p.parent for p in tree.rglob("PNGImages"))]:
         if all((candidate / d).is_dir() for d in ("PNGImages", "PedMasks", "Annotation")):
             return candidate
-    raise FileNotFoundError(f"{str(src)!r} holds no folder with PNGImages/, PedMasks/, Annotation/")
+    raise FileNotFoundError(
+        f"SRC {str(src)!r} holds no folder with PNGImages/, PedMasks/, Annotation/ (expected "
+        "the PennFudanPed tarball or its extracted folder)"
+    )
 
 
 def _entries(root: Path, image: Path, image_id: int, ann_id: int) -> tuple[dict, list[dict]]:
@@ -87,7 +104,13 @@ def _entries(root: Path, image: Path, image_id: int, ann_id: int) -> tuple[dict,
 
 
 def convert_pennfudan(src: Path, out: Path, *, val_fraction: float, seed: int) -> dict[str, int]:
-    """Writes ``out/train`` and ``out/val``; returns ``{split: number of images}``."""
+    """Writes ``out/train`` and ``out/val``; returns ``{split: number of images}``. Existing
+    non-empty split folders are refused: old images would mix with the new split."""
+    for split in ("train", "val"):
+        if (out / split).exists() and any((out / split).iterdir()):
+            raise ConfigError(
+                f"{str(out / split)!r} is not empty; expected a new OUT folder (or remove it)"
+            )
     with tempfile.TemporaryDirectory() as scratch:
         root = _find_root(src, Path(scratch))
         images = sorted((root / "PNGImages").glob("*.png"))
@@ -111,12 +134,12 @@ def convert_pennfudan(src: Path, out: Path, *, val_fraction: float, seed: int) -
                 annotations=coco_anns,
                 categories=[dict(id=1, name="person", supercategory="person")],
             )
-            (folder / "annotations.json").write_text(json.dumps(data))
+            atomic_write_text(folder / "annotations.json", json.dumps(data))
             counts[split] = len(coco_images)
     return counts
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
     pf = sub.add_parser("pennfudan", help="Penn-Fudan pedestrians -> COCO train/val")
@@ -125,9 +148,17 @@ def main(argv: list[str] | None = None) -> None:
     pf.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val")
     pf.add_argument("--seed", type=int, default=0, help="seed of the random split")
     args = parser.parse_args(argv)
-    counts = convert_pennfudan(args.src, args.out, val_fraction=args.val_fraction, seed=args.seed)
-    print(f"wrote {args.out}/train ({counts['train']} images), {args.out}/val ({counts['val']})")
+
+    def body() -> int:
+        counts = convert_pennfudan(
+            args.src, args.out, val_fraction=args.val_fraction, seed=args.seed
+        )
+        print(f"wrote {args.out}/train ({counts['train']} images), {args.out}/val "
+              f"({counts['val']})")  # fmt: skip
+        return 0
+
+    return run_tool(body)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         path = checkpoint.find_weights(args.checkpoint)
+        out = Path(args.out) if args.out else path.parent / "eval.json"
+        if out.is_dir() or not out.parent.is_dir():  # found now, not after the evaluation
+            raise FileNotFoundError(
+                f"--out {str(out)!r}: expected a file path in an existing folder"
+            )
         print(f"evaluating {path}")
         state, metadata = checkpoint.read_weights(path)
         task = load_task(metadata, path, args.overrides)
@@ -53,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         with torch.no_grad():
             metrics = task.evaluate(model, loader, device)
-        out = Path(args.out) if args.out else path.parent / "eval.json"
         report = {"weights": str(path), **jsonable(metrics)}
         checkpoint.atomic_write_text(out, json.dumps(report, indent=2) + "\n")
         for key, value in metrics.items():

@@ -71,9 +71,16 @@ def main(argv: list[str] | None = None) -> int:
             calibration_files(args.int8)
             if args.val:
                 check_folder(args.val)
+        if args.batch < 1:
+            raise ValueError(f"--batch {args.batch}: expected 1 or more images per batch")
         output = Path(args.output)
         if output.is_dir():
             raise FileNotFoundError(f"--output {str(output)!r} is a folder; expected a file path")
+        blocking = next((p for p in output.parents if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            raise FileNotFoundError(
+                f"--output {str(output)!r}: {str(blocking)!r} is a file; expected a folder"
+            )
         output.parent.mkdir(parents=True, exist_ok=True)
         model, task = load_model(args.checkpoint)
         spec = build_export(model, task)
@@ -83,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         # that passed receives (a rename: an earlier good file is never half-replaced)
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            export_onnx(spec, fp32, metadata=meta, opset=args.opset, dynamic=args.dynamic,
-                        input_dtype=args.input_dtype, batch=args.batch)  # fmt: skip
+            try:
+                export_onnx(spec, fp32, metadata=meta, opset=args.opset, dynamic=args.dynamic,
+                            input_dtype=args.input_dtype, batch=args.batch)  # fmt: skip
+            except Exception as err:  # noqa: BLE001 - the exporter fails many ways per opset
+                if args.opset == DEFAULT_OPSET:
+                    raise
+                raise ValueError(
+                    f"export at --opset {args.opset} failed ({str(err).splitlines()[0][:200]}); "
+                    f"the default --opset {DEFAULT_OPSET} is the tested one"
+                ) from None
             print(f"exported {task.name} model (opset {args.opset}, "
                   f"{'dynamic' if args.dynamic else 'static'} shape {shape})")  # fmt: skip
             if not args.skip_parity:
