@@ -169,3 +169,20 @@ def test_detection_graph_sizes_images_like_eager_at_awkward_sizes(tmp_path, caps
                           dtype=torch.uint8)  # fmt: skip
         row = parity.compare_detections(model, x, onnx_model.run_batch(x.numpy()))
         assert row.ok, f"{h}x{w}: {row.detail}"
+
+
+def test_bad_export_and_eval_arguments_fail_before_any_work(tmp_path, capsys):
+    """Found before exporting or evaluating, each as one line naming the argument."""
+    ckpt = make_checkpoint(tmp_path, "classify")
+    (tmp_path / "afile").write_text("x")
+    export = load_tool("export_onnx").main
+    assert export([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--batch", "0"]) == 1
+    assert "--batch 0: expected 1 or more" in capsys.readouterr().err
+    assert export([str(ckpt), "--output", str(tmp_path / "afile" / "m.onnx")]) == 2
+    assert "afile' is a file; expected a folder" in capsys.readouterr().err
+    evaluate = load_tool("eval").main
+    for out in (tmp_path, tmp_path / "missing" / "e.json"):
+        assert evaluate([str(ckpt), "--out", str(out)]) == 2
+        err = capsys.readouterr()
+        assert "expected a file path in an existing folder" in err.err
+        assert "evaluating" not in err.out
