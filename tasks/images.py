@@ -58,7 +58,13 @@ def displayed_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
+            if img.format == "PNG":  # getexif() decodes a whole PNG to look for a late eXIf
+                exif = Image.Exif()  # chunk; one before the pixels (the usual place) is in info
+                if "exif" in img.info:
+                    exif.load(img.info["exif"])
+            else:
+                exif = img.getexif()
+            turned = exif.get(0x0112) in (5, 6, 7, 8)  # Orientation: transposes
     except PIL_DECODE_ERRORS as err:
         raise ImageDecodeError(
             f"cannot read image {str(path)!r}: {err} (expected a readable image file)"
