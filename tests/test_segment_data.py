@@ -392,6 +392,25 @@ def test_masks_named_with_a_suffix_and_hidden_files(tmp_path, capsys):
     assert "1 mask(s)" in capsys.readouterr().out
 
 
+def test_files_sharing_a_stem_are_not_paired_by_guess(tmp_path):
+    """Images and masks pair by stem: two images with one stem would share a mask, two masks
+    with one stem (or 0.png beside 0_mask.png) would leave the pairing to file order."""
+    (tmp_path / "d" / "masks").mkdir(parents=True)
+    root = _binary_folder(tmp_path / "d")
+    mask = root / "masks" / "im0.png"
+    (root / "masks" / "im0_mask.png").write_bytes(mask.read_bytes())
+    with pytest.raises(DataError, match=r"im0\.jpg' fits several masks \['im0.png', 'im0_mask"):
+        open_source(str(root), "train", ignore_index=255, mask_values=[0, 255])
+    (root / "masks" / "im0_mask.png").unlink()
+    Image.open(mask).save(root / "masks" / "im0.bmp")
+    with pytest.raises(DataError, match=r"im0\.bmp' and .*im0\.png' share the stem 'im0'"):
+        open_source(str(root), "train", ignore_index=255, mask_values=[0, 255])
+    (root / "masks" / "im0.bmp").unlink()
+    Image.open(root / "images" / "im0.jpg").save(root / "images" / "im0.png")
+    with pytest.raises(DataError, match=r"im0\.jpg' and .*im0\.png' share the stem"):
+        open_source(str(root), "train", ignore_index=255, mask_values=[0, 255])
+
+
 def test_sparse_labels_are_refused_and_class_names_set_the_space(tmp_path):
     root = _folder(tmp_path / "d")
     with pytest.raises(DataError, match=r"\[1, 2, 255\].*256 classes, 253 of them"):

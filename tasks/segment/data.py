@@ -245,14 +245,24 @@ def _visible_images(folder: Path) -> list[Path]:
 def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
     """``root/images`` x ``root/masks`` matched by stem (the mask's stem may add a suffix of
     ``MASK_SUFFIXES``); an image without a mask is an error, masks without an image are
-    counted in a note."""
-    masks = {p.stem: p for p in _visible_images(root / "masks")}
+    counted in a note. Two files of one folder with one stem (``0.jpg``, ``0.png``), or two
+    masks that fit one image (``0.png``, ``0_mask.png``), are errors: a pairing would be a
+    guess."""
+    mask_files = _visible_images(root / "masks")
     images = _visible_images(root / "images")
     if not images:
         raise FileNotFoundError(f"no image files in {str(root / 'images')!r}")
+    for folder in (images, mask_files):
+        _check_unique_stems(folder)
+    masks = {p.stem: p for p in mask_files}
     pairs, missing = [], []
     for image in images:
         found = [masks[image.stem + s] for s in MASK_SUFFIXES if image.stem + s in masks]
+        if len(found) > 1:
+            raise DataError(
+                f"image {str(image)!r} fits several masks {[m.name for m in found]}; expected "
+                "one mask per image (remove or rename the others)"
+            )
         if found:
             pairs.append((image, found[0]))
         else:
@@ -267,6 +277,18 @@ def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
     if unused:
         print(f"note: {unused} mask(s) in {str(root / 'masks')!r} have no image; not used")
     return pairs
+
+
+def _check_unique_stems(files: list[Path]) -> None:
+    """Images and masks are paired by stem: two files with one stem is a DataError."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        other = seen.setdefault(path.stem, path)
+        if other != path:
+            raise DataError(
+                f"{str(other)!r} and {str(path)!r} share the stem {path.stem!r}; images and "
+                "masks are paired by stem (expected one file per stem in each folder)"
+            )
 
 
 def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
