@@ -231,6 +231,20 @@ def test_rgb_mask_needs_palette(tmp_path):
         _dataset(root, palette=[[0, 0, 0]])[0]
 
 
+def test_palette_sets_the_class_count(tmp_path):
+    """A palette lists the classes, whether or not these masks use every colour (a 3-class
+    model from a 4-colour palette could not predict the fourth); a void entry is no class."""
+    root = _folder(tmp_path / "d", sizes=((6, 5), (6, 5)))
+    rgb = np.zeros((6, 5, 3), dtype=np.uint8)
+    rgb[:3] = (128, 0, 0)
+    for i in range(2):
+        Image.fromarray(rgb).save(root / "masks" / f"im{i}.png")
+    palette = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [0, 0, 128], [255, 255, 255, 255]]
+    task = _task(train=str(root), palette=palette)
+    task.build_datasets()
+    assert task.class_names == ["0", "1", "2", "3"]
+
+
 def test_image_without_mask(tmp_path):
     root = _folder(tmp_path / "d")
     (root / "masks" / "im2.png").unlink()

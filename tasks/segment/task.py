@@ -41,6 +41,7 @@ from tasks.segment.data import (
     scan_labels,
 )
 from tasks.segment.infer import predict_logits
+from tasks.segment.masks import palette_lookup
 from tasks.segment.metrics import ConfusionMatrix
 
 OUTPUT_STRIDES = (8, 16, 32)  # 32 = no dilation: cheapest, for CPU budgets (DeepLabV3+)
@@ -152,13 +153,16 @@ class SegmentTask(Task):
         )
 
     def _label_space(self, train: Any, val: Any) -> int:
-        """Number of classes; sets ``self.class_names``. data.num_classes or data.mask_values
-        give it; COCO and shapes know theirs; else data.class_names, else the masks are
+        """Number of classes; sets ``self.class_names``. data.num_classes, data.mask_values or
+        data.palette give it (a palette's colours are its classes, whether or not the masks
+        use them all); COCO and shapes know theirs; else data.class_names, else the masks are
         scanned. Each of those that is set must agree with it."""
         d = self.cfg.data
+        palette_labels = [v for v in palette_lookup(d.palette).values() if v != d.ignore_index]
         k = (
             d.num_classes
             or len(d.mask_values)
+            or (1 + max(palette_labels) if palette_labels else 0)
             or len(train.class_names)
             or len(d.class_names)
             or self._scan_label_space(train, val)
