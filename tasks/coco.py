@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.images import DataError, check_declared_size, displayed_size
+from tasks.images import DataError, checked_size
 
 JSON_NAMES = ("annotations.json", "_annotations.coco.json")  # then annotations/instances_*.json
 # what find_coco_json looks for, as error messages name it
@@ -128,15 +128,14 @@ def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Pa
 
 def image_size(img: dict[str, Any], path: Path, where: str) -> tuple[int, int]:
     """(width, height) of an ``images`` entry, checked against the image file's header
-    (``check_declared_size``); from the file itself (as displayed, EXIF-turned) when the
-    entry leaves them out or gives 0, as some exporters do."""
-    if "width" not in img and "height" not in img:
-        return displayed_size(path)
-    width, height = entry_int(img, "width", where), entry_int(img, "height", where)
-    if width <= 0 or height <= 0:  # tools write 0 when they could not read the image
-        return displayed_size(path)
-    check_declared_size(path, width, height, where)
-    return width, height
+    (``checked_size``); from the file itself (as displayed, EXIF-turned) when the entry
+    leaves them out or gives 0, as some exporters do."""
+    declared = None
+    if "width" in img or "height" in img:
+        width, height = entry_int(img, "width", where), entry_int(img, "height", where)
+        if width > 0 and height > 0:  # tools write 0 when they could not read the image
+            declared = (width, height)
+    return checked_size(path, declared, where)
 
 
 @dataclass

@@ -72,17 +72,20 @@ def displayed_size(path: Path) -> tuple[int, int]:
     return (height, width) if turned else (width, height)
 
 
-def check_declared_size(path: Path, width: int, height: int, where: str) -> None:
-    """An annotation file's width x height for ``path`` must be the image's displayed size
-    (annotations are drawn on it); a DataError naming ``where`` otherwise, found when the
-    data is opened (a header read per image) rather than when the image is first decoded."""
+def checked_size(path: Path, declared: tuple[int, int] | None, where: str) -> tuple[int, int]:
+    """(width, height) of ``path`` as displayed (``displayed_size``). An annotation file's
+    ``declared`` size, when it gives one, must be that size (annotations are drawn on it): a
+    DataError naming ``where`` otherwise, found when the data is opened (a header read per
+    image) rather than when the image is first decoded."""
     actual = displayed_size(path)
-    if actual != (width, height):
+    if declared is not None and actual != declared:
+        width, height = declared
         raise DataError(
             f"{where}: image {str(path)!r} is declared {width}x{height} but is "
             f"{actual[0]}x{actual[1]} (expected equal sizes)"
             + swapped_size_hint(actual[::-1], (height, width))
         )
+    return actual
 
 
 def is_hidden(path: Path, root: Path) -> bool:

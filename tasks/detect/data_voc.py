@@ -26,7 +26,7 @@ from tasks.data import read_name_list
 from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
 from tasks.images import (
     IMAGE_EXTENSIONS,
-    check_declared_size,
+    checked_size,
     displayed_size,
     is_hidden,
     is_image_file,
@@ -128,10 +128,7 @@ def _records(
                 f"{str(stale)}: <filename> names image {str(path)!r}, which {str(other)!r} "
                 f"annotates too (expected one XML per image: fix {stale.name}'s <filename>)"
             )
-        if wh is None:
-            wh = displayed_size(path)
-        else:
-            check_declared_size(path, *wh, f"{where} <size>")
+        wh = checked_size(path, wh, f"{where} <size>")
         records.append(
             make_record(
                 path,

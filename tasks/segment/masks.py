@@ -17,6 +17,7 @@ only their high bytes).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,14 +41,15 @@ def is_lossy(path: Path) -> bool:
 
 def _webp_bitstream(path: Path) -> bytes:
     """The fourcc of a WebP file's image chunk (``VP8 `` lossy, ``VP8L`` lossless), found by
-    walking the RIFF chunks (``VP8X`` files put ICC, EXIF or animation chunks first)."""
-    data = path.read_bytes()
-    at = 12  # after "RIFF", the file size and "WEBP"
-    while at + 8 <= len(data):
-        fourcc, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
-        if fourcc in (b"VP8 ", b"VP8L"):
-            return fourcc
-        at += 8 + size + (size & 1)  # chunks are padded to an even size
+    walking the RIFF chunk headers (``VP8X`` files put ICC, EXIF or animation chunks first);
+    only the 8-byte headers are read, never the image data."""
+    with open(path, "rb") as f:
+        f.seek(12)  # after "RIFF", the file size and "WEBP"
+        while len(header := f.read(8)) == 8:
+            fourcc, size = header[:4], int.from_bytes(header[4:], "little")
+            if fourcc in (b"VP8 ", b"VP8L"):
+                return fourcc
+            f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to an even size
     return b""
 
 
