@@ -31,6 +31,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor, nn
 
+from tasks.config import ConfigError
 from tasks.images import DataError
 
 BEST_WEIGHTS = "model.safetensors"
@@ -69,6 +70,16 @@ def weights_metadata(task_name: str, config_yaml: str, class_names: list[str]) -
         "config": config_yaml,
         "class_names": json.dumps(list(class_names)),
     }
+
+
+def check_metadata(metadata: dict[str, str], source: str | Path) -> None:
+    """The keys ``weights_metadata`` writes are all there; a ConfigError naming ``source``
+    (the file) and the first missing key otherwise."""
+    for key in ("task", "config", "class_names"):
+        if key not in metadata:
+            raise ConfigError(
+                f"{str(source)!r} has no {key!r} metadata; it was not written by resvision"
+            )
 
 
 def save_weights(path: str | Path, state: Mapping[str, Tensor], metadata: dict[str, str]) -> None:

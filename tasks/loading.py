@@ -16,17 +16,13 @@ from torch import nn
 
 from tasks import checkpoint as ckpt
 from tasks.base import TASKS, Task
-from tasks.config import ConfigError, load_config
+from tasks.config import load_config
 
 
 def load_task(metadata: dict[str, str], source: Path, overrides: Sequence[str] = ()) -> Task:
     """The task of a weights file, configured as in training (then ``overrides``), with its
     class names."""
-    for key in ("task", "config", "class_names"):
-        if key not in metadata:
-            raise ConfigError(
-                f"{str(source)!r} has no {key!r} metadata; it was not written by resvision"
-            )
+    ckpt.check_metadata(metadata, source)
     task_cls = TASKS.get(metadata["task"])
     cfg = load_config(task_cls.config_class, overrides=overrides, yaml_text=metadata["config"])
     # The weights come from the checkpoint: do not re-read the training-time init file.

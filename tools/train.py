@@ -38,11 +38,7 @@ def resume_source(run_dir: Path, task: str | None) -> tuple[str, Path]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"--resume {str(run_dir)!r}: no such run folder")
     _, meta = checkpoint.read_weights(run_dir / checkpoint.LAST_WEIGHTS)
-    if "task" not in meta:
-        raise ConfigError(
-            f"--resume {str(run_dir)!r}: {checkpoint.LAST_WEIGHTS} has no 'task' metadata "
-            "(expected a run folder written by tools/train.py)"
-        )
+    checkpoint.check_metadata(meta, run_dir / checkpoint.LAST_WEIGHTS)
     if task is not None and task != meta["task"]:
         raise ConfigError(f"--resume {str(run_dir)!r} is a {meta['task']!r} run, not {task!r}")
     return meta["task"], run_dir / checkpoint.CONFIG_FILE
