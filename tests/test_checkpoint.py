@@ -124,7 +124,8 @@ def test_run_folders_are_never_overwritten_or_resumed_from_a_mismatched_pair(
     """--out on a finished run is refused (it replaced the weights and appended to the
     metrics); overrides given with --resume are saved in config.yaml, so the printed resume
     command continues what was asked; last.safetensors and last.pt of different saves (a
-    copied file, a kill between the two renames) are refused, not resumed wrongly."""
+    copied file, a kill between the two renames) are refused, not resumed wrongly; so is a
+    --resume folder that holds no run."""
     train = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
     run = tmp_path / "run"
     base = ["--task", "_toy", "--quiet", "train.epochs=2", "train.log_every=1"]
@@ -134,6 +135,10 @@ def test_run_folders_are_never_overwritten_or_resumed_from_a_mismatched_pair(
     (tmp_path / "file").write_text("x")
     assert train([*base, "--out", str(tmp_path / "file")]) == 2
     assert "is a file; expected a folder" in capsys.readouterr().err
+    assert train(["--resume", str(tmp_path / "file"), "--quiet"]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    assert train(["--resume", str(tmp_path), "--quiet"]) == 2  # a folder, but no run in it
+    assert "no last.safetensors there, so not a resumable run folder" in capsys.readouterr().err
 
     step2 = (run / "last.pt").read_bytes()
     assert train(["--resume", str(run), "--quiet", "train.stop_after_steps=5"]) == 0

@@ -36,7 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def resume_source(run_dir: Path, task: str | None) -> tuple[str, Path]:
     """(task name, config.yaml) of an interrupted run."""
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"--resume {str(run_dir)!r}: no such run folder")
+        what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
+        raise FileNotFoundError(f"--resume {str(run_dir)!r}: {what}")
+    if not (run_dir / checkpoint.LAST_WEIGHTS).is_file():
+        raise FileNotFoundError(
+            f"--resume {str(run_dir)!r}: no {checkpoint.LAST_WEIGHTS} there, so not a resumable"
+            " run folder (a run writes it at its first checkpoint)"
+        )
     _, meta = checkpoint.read_weights(run_dir / checkpoint.LAST_WEIGHTS)
     checkpoint.check_metadata(meta, run_dir / checkpoint.LAST_WEIGHTS)
     if task is not None and task != meta["task"]:
