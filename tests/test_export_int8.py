@@ -162,17 +162,23 @@ def test_val_report_numbers_classes_as_the_model_does(tmp_path):
     assert _detect(perfect_detector, task, val, limit=6) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("make", ["missing", "empty"])
-def test_bad_calibration_folder_is_one_clear_error(tmp_path, capsys, make):
+@pytest.mark.parametrize(
+    "make, says",
+    [("missing", "is not a folder"), ("empty", "holds no images"), ("corrupt", "bad.jpg")],
+)
+def test_bad_calibration_folder_is_one_clear_error(tmp_path, capsys, make, says):
+    """A missing or empty folder fails before the export; a file that does not decode fails
+    when calibration reads it, naming the file; neither leaves a model behind (exit 2)."""
     calib = tmp_path / "calib"
-    if make == "empty":
+    if make != "missing":
         calib.mkdir()
         (calib / "notes.txt").write_text("no images here")
+    if make == "corrupt":
+        (calib / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     ckpt = make_checkpoint(tmp_path, "classify")
     code = load_tool("export_onnx").main(
         [str(ckpt), "--output", str(tmp_path / "m.onnx"), "--int8", str(calib)]
     )
     err = capsys.readouterr().err
-    assert code == 2 and err.count("error:") == 1 and f"--int8 {str(calib)!r}" in err
-    assert ("is not a folder" if make == "missing" else "holds no images") in err
+    assert code == 2 and err.count("error:") == 1 and str(calib) in err and says in err
     assert not (tmp_path / "m.onnx").exists()

@@ -176,7 +176,7 @@ def test_bad_export_and_eval_arguments_fail_before_any_work(tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path, "classify")
     (tmp_path / "afile").write_text("x")
     export = load_tool("export_onnx").main
-    assert export([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--batch", "0"]) == 1
+    assert export([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--batch", "0"]) == 2
     assert "--batch 0: expected 1 or more" in capsys.readouterr().err
     assert export([str(ckpt), "--output", str(tmp_path / "afile" / "m.onnx")]) == 2
     assert "afile' is a file; expected a folder" in capsys.readouterr().err

@@ -6,9 +6,9 @@
 
 After export, ONNX Runtime (CPU) and PyTorch run the same images (validation data, else
 generated) at several sizes and batch sizes (one size without --dynamic); the largest
-difference is printed and a failure exits with status 1. --fp16 writes a float16 model (for
-the CUDA provider); --int8 a static QDQ int8 model calibrated on CALIB_DIR, and --val DIR
-reports its accuracy and speed beside the fp32 model's.
+difference is printed and a failure exits with status 1 (a wrong option or input: 2).
+--fp16 writes a float16 model (for the CUDA provider); --int8 a static QDQ int8 model
+calibrated on CALIB_DIR, and --val DIR reports its accuracy and speed beside the fp32 model's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tasks import load_model
 from tasks.cli import run_tool
+from tasks.config import ConfigError
 from tasks.export.metadata import build_metadata
 from tasks.export.onnx_export import DEFAULT_OPSET, INPUT_DTYPES, ExportError, export_onnx
 from tasks.export.parity import TOLERANCE, check_parity, parity_batches, parity_sizes
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.fp16 and args.int8:
-            raise ValueError("choose one of --fp16 and --int8")
+            raise ConfigError("choose one of --fp16 and --int8")
         if args.val and not args.int8:
-            raise ValueError(f"--val {args.val!r} is the int8 report's data; add --int8 CALIB_DIR")
+            raise ConfigError(f"--val {args.val!r} is the int8 report's data; add --int8 CALIB_DIR")
         if args.int8:  # bad folders fail now, not after the export
             from tasks.export.evaluate import check_folder
             from tasks.export.quantize import calibration_files
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.val:
                 check_folder(args.val)
         if args.batch < 1:
-            raise ValueError(f"--batch {args.batch}: expected 1 or more images per batch")
+            raise ConfigError(f"--batch {args.batch}: expected 1 or more images per batch")
         output = Path(args.output)
         if output.is_dir():
             raise FileNotFoundError(f"--output {str(output)!r} is a folder; expected a file path")
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - the exporter fails many ways per opset
                 if args.opset == DEFAULT_OPSET:
                     raise
-                raise ValueError(
+                raise ExportError(
                     f"export at --opset {args.opset} failed ({str(err).splitlines()[0][:200]}); "
                     f"the default --opset {DEFAULT_OPSET} is the tested one"
                 ) from None

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tasks.base import Task
+from tasks.images import DataError
 from tasks.inference import OnnxModel
 
 
@@ -23,7 +24,7 @@ def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
     listing = scan_image_folder(folder, field="--val")
     unknown = sorted(set(listing.class_names) - set(task.class_names))
     if unknown:
-        raise ValueError(f"--val {str(folder)!r} has classes {unknown} the model does not know")
+        raise DataError(f"--val {str(folder)!r} has classes {unknown} the model does not know")
     remap = [task.class_names.index(c) for c in listing.class_names]
     hits = 0
     pairs = list(zip(listing.paths, listing.labels, strict=False))[:limit]

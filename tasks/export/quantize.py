@@ -26,8 +26,8 @@ from PIL import Image
 from tasks.base import Task
 from tasks.export.evaluate import evaluate_onnx, latency_ms
 from tasks.export.metadata import read_metadata, write_metadata
-from tasks.images import is_hidden, is_image_file
-from tasks.inference import IMAGE_EXTENSIONS, OnnxModel, read_image
+from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
+from tasks.inference import IMAGE_EXTENSIONS, OnnxModel
 
 CALIBRATION_IMAGES = 64  # images read from the calibration folder at most
 FP16_KEEP_FLOAT = ["NonMaxSuppression", "RoiAlign", "Resize", "TopK"]  # index/size-sensitive ops
@@ -68,13 +68,13 @@ class FolderReader(CalibrationDataReader):
         batch, _, height, width = model.input["shape"]
         images = []
         for path in calibration_files(folder):
-            image = read_image(path)
+            image = read_image_rgb(path)  # a corrupt file: an error naming it
             if height is not None and image.shape[:2] != (height, width):
                 image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
             images.append(model.prepare(image).astype(model.dtype))
         batch = batch or 1  # a static graph takes only its own batch size
         if len(images) < batch:
-            raise ValueError(
+            raise DataError(
                 f"--int8 {str(folder)!r}: {len(images)} images, the graph's batch is {batch}"
             )
         groups = [images[i : i + batch] for i in range(0, len(images) - batch + 1, batch)]
