@@ -8,6 +8,7 @@ anything else is one error naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Collection
@@ -147,13 +148,32 @@ class CocoImage:
     height: int
 
 
+def _unused_groups(
+    cats: dict[int, str], supercategories: dict[int, Any], annotations: list[Any]
+) -> list[int]:
+    """Ids of categories that only name a group: another category's ``supercategory`` and
+    used by no annotation. Roboflow's exports start with one (``{"id": 0, "name": "cells",
+    "supercategory": "none"}`` above ``{"id": 1, "name": "cell", "supercategory": "cells"}``);
+    kept, it would become a class no image has. The COCO download's own supercategories
+    ("vehicle") are not categories, and "person" naming itself is no group."""
+    groups = {str(sup) for k, sup in supercategories.items() if sup not in (None, cats[k])}
+    if not groups.intersection(cats.values()):
+        return []
+    used = set()
+    for ann in annotations:
+        with contextlib.suppress(DataError):  # reported where the annotation is read
+            used.add(entry_int(ann, "category_id", "annotation"))
+    return [k for k, name in cats.items() if name in groups and k not in used]
+
+
 def read_coco(
     json_path: Path, root: Path
 ) -> tuple[dict[int, str], dict[int, CocoImage], list[dict[str, Any]]]:
     """``(categories {id: name}, images {id: CocoImage}, raw annotations)`` of a COCO file,
     checked: the three keys present, integer ids, no id or category name twice (either
     would silently drop an image or merge two classes), at least one category, every image
-    file found (see ``resolve_image``)."""
+    file found (see ``resolve_image``). Categories that only group others and are never
+    used are left out (``_unused_groups``)."""
     src = str(json_path)
     data = read_coco_json(json_path)
     for key in ("images", "annotations", "categories"):
@@ -161,6 +181,7 @@ def read_coco(
             found = json.dumps(data[key])[:40]  # as the file spells it: null, "abc", {...}
             raise DataError(f"{src}: {key!r} is {found}, expected a list")
     cats: dict[int, str] = {}
+    supercategories: dict[int, Any] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"
         cat_id, name = entry_int(c, "id", where), str(entry_value(c, "name", where))
@@ -171,9 +192,11 @@ def read_coco(
                 f"{where}: name {name!r} repeats (expected one category per name: classes "
                 "are matched by name)"
             )
-        cats[cat_id] = name
+        cats[cat_id], supercategories[cat_id] = name, c.get("supercategory")
     if not cats:
         raise DataError(f"{src}: 'categories' is empty (expected the object classes)")
+    for cat_id in _unused_groups(cats, supercategories, data["annotations"]):
+        del cats[cat_id]
     images: dict[int, CocoImage] = {}
     for i, img in enumerate(data["images"]):
         where = f"{src} images[{i}]"

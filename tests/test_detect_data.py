@@ -444,7 +444,8 @@ def test_data_that_cannot_train_says_why(tmp_path, objects, images, message):
 
 def test_roboflow_export_without_image_sizes(tmp_path):
     """Roboflow writes ``_annotations.coco.json`` beside the images; some exporters leave
-    out width/height, which then come from the image file."""
+    out width/height, which then come from the image file. Its first category names the
+    data set, as the others' supercategory, and is no class."""
     _image(tmp_path / "a.jpg", 40, 30)
     doc = {
         "images": [{"id": 0, "file_name": "a.jpg"}],
@@ -456,3 +457,10 @@ def test_roboflow_export_without_image_sizes(tmp_path):
         tmp_path, field="data.train", class_names=None, fix=False
     )
     assert names == ["cells", "cell"] and (records[0].width, records[0].height) == (40, 30)
+    doc["categories"] = [{"id": 0, "name": "cells", "supercategory": "none"},
+                         {"id": 1, "name": "cell", "supercategory": "cells"}]  # fmt: skip
+    (tmp_path / "_annotations.coco.json").write_text(json.dumps(doc))
+    records, names, ids = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert names == ["cell"] and ids == [1] and records[0].labels.tolist() == [1]

@@ -512,6 +512,25 @@ def test_coco_validation_categories_are_matched_by_name(tmp_path):
         _task(train=str(train), val=str(bird)).build_datasets()
 
 
+def test_roboflow_group_category_is_not_a_class(tmp_path):
+    """Roboflow's COCO export puts the data set's name first, as the supercategory of the
+    real classes and used by no annotation: it is no class (the model would carry a class no
+    mask ever has). A group that annotations do use stays a class."""
+    cats = [{"id": 0, "name": "pets", "supercategory": "none"},
+            {"id": 1, "name": "cat", "supercategory": "pets"},
+            {"id": 2, "name": "dog", "supercategory": "pets"}]  # fmt: skip
+    ann = {"id": 1, "image_id": 1, "category_id": 2, "segmentation": POLY}
+    root = _coco_dir(tmp_path / "rf", _coco_doc(cats, [ann]), name="_annotations.coco.json")
+    task = _task(train=str(root), val=str(root))
+    _, val_set = task.build_datasets()
+    assert task.class_names == ["background", "cat", "dog"]
+    assert val_set.raw(0)[1][4, 4] == 2
+    used = _coco_dir(tmp_path / "used", _coco_doc(cats, [ann, {**ann, "id": 2, "category_id": 0}]))
+    task = _task(train=str(used), val=str(used))
+    task.build_datasets()
+    assert task.class_names == ["background", "pets", "cat", "dog"]
+
+
 @pytest.mark.parametrize(
     "ann, message",
     [
