@@ -18,7 +18,7 @@ from test_export_roundtrip import load_tool, make_checkpoint
 
 from tasks import load_model
 from tasks.checkpoint import read_weights, save_weights
-from tasks.export.evaluate import _detect
+from tasks.export.evaluate import _classify, _detect
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
 
 # Small, fast models (one training step takes well under a second on one core).
@@ -160,6 +160,24 @@ def test_val_report_numbers_classes_as_the_model_does(tmp_path):
 
     assert task.class_names == list(SHAPE_CLASSES)
     assert _detect(perfect_detector, task, val, limit=6) == pytest.approx(1.0)
+
+
+def test_classify_report_scores_images_spread_over_every_class(tmp_path):
+    """The report's image limit takes images spread over the folder, not its first ones:
+    an ImageFolder lists class by class, so the first images are the first classes only.
+    A model that always answers "b" scores 0 on the first 2 of (a, a, a, b, b, b), 0.5 on
+    a spread of 2."""
+    for i in range(6):
+        folder = tmp_path / ("a" if i < 3 else "b")
+        folder.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    task = type("Task", (), {"class_names": ["a", "b"]})()
+
+    def always_b(paths: list) -> list[dict[str, np.ndarray]]:
+        return [{"probs": np.array([0.1, 0.9])} for _ in paths]
+
+    assert _classify(always_b, task, tmp_path, limit=2) == pytest.approx(0.5)
+    assert _classify(always_b, task, tmp_path, limit=100) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(

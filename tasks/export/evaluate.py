@@ -18,6 +18,15 @@ from tasks.images import DataError
 from tasks.inference import OnnxModel
 
 
+def spread(total: int, limit: int) -> list[int]:
+    """Up to ``limit`` indices spread evenly over ``range(total)``. Why not the first
+    ``limit``: folders list their images class by class (ImageFolder) or in file order, so
+    the first 500 images of a 1,000-image CIFAR-10 folder held 5 of its 10 classes."""
+    if total <= limit:
+        return list(range(total))
+    return [i * total // limit for i in range(limit)]
+
+
 def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
     from tasks.classify.data import scan_image_folder
 
@@ -27,7 +36,7 @@ def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
         raise DataError(f"--val {str(folder)!r} has classes {unknown} the model does not know")
     remap = [task.class_names.index(c) for c in listing.class_names]
     hits = 0
-    pairs = list(zip(listing.paths, listing.labels, strict=False))[:limit]
+    pairs = [(listing.paths[i], listing.labels[i]) for i in spread(len(listing.paths), limit)]
     for i in range(0, len(pairs), 32):
         chunk = pairs[i : i + 32]
         for (_, label), res in zip(chunk, model([p for p, _ in chunk]), strict=False):
@@ -50,7 +59,7 @@ def _segment(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
 
     ds = _val_task(task, folder).build_val_dataset()  # labels beyond the classes: DataError
     cm = ConfusionMatrix(len(task.class_names), task.cfg.data.ignore_index)
-    for i in range(min(limit, len(ds))):
+    for i in spread(len(ds), limit):
         image, mask = ds.raw(i)
         pred = model(image)[0]["labels"]
         cm.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(mask.astype(np.int64)))
@@ -63,7 +72,7 @@ def _detect(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
     vt = _val_task(task, folder)
     ds = vt.build_val_dataset()
     gts, dets = [], []
-    for i in range(min(limit, len(ds))):
+    for i in spread(len(ds), limit):
         image, t = ds[i]
         res = model(image.permute(1, 2, 0).numpy())[0]
         gts.append(dict(image_id=i, width=image.shape[-1], height=image.shape[-2],
@@ -80,10 +89,14 @@ METRICS = {
 }
 
 
+EVAL_IMAGES = 500  # images of the --val folder scored at most (spread over all of it)
+
+
 def evaluate_onnx(
-    path: Path, task: Task, folder: str | Path, limit: int = 500
+    path: Path, task: Task, folder: str | Path, limit: int = EVAL_IMAGES
 ) -> tuple[str, float]:
-    """``(metric name, value)`` of the ONNX model at ``path`` on up to ``limit`` images."""
+    """``(metric name, value)`` of the ONNX model at ``path`` on up to ``limit`` images,
+    spread evenly over the folder (``spread``)."""
     name, fn = METRICS[task.name]
     return name, fn(OnnxModel(path, provider="cpu"), task, check_folder(folder), limit)
 

@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
 from tasks.base import Task
-from tasks.export.evaluate import evaluate_onnx, latency_ms
+from tasks.export.evaluate import EVAL_IMAGES, evaluate_onnx, latency_ms
 from tasks.export.metadata import read_metadata, write_metadata
 from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
 from tasks.inference import IMAGE_EXTENSIONS, OnnxModel
@@ -218,7 +218,8 @@ def report(task: Task, fp32: Path, int8: Path, val_dir: str | Path) -> dict[str,
     name, acc32 = evaluate_onnx(fp32, task, val_dir)
     _, acc8 = evaluate_onnx(int8, task, val_dir)
     ms32, ms8 = latency_ms(fp32, (1, 3, h, w), dtype), latency_ms(int8, (1, 3, h, w), dtype)
-    print(f"int8 report on {val_dir}: {name} fp32 {acc32:.4f} -> int8 {acc8:.4f} "
+    print(f"int8 report on {val_dir} (at most {EVAL_IMAGES} images, spread over it): "
+          f"{name} fp32 {acc32:.4f} -> int8 {acc8:.4f} "
           f"({acc8 - acc32:+.4f}); CPU batch-1 latency {ms32:.2f} -> {ms8:.2f} ms "
           f"({ms32 / ms8:.2f}x)")  # fmt: skip
     return {"fp32": acc32, "int8": acc8, "ms_fp32": ms32, "ms_int8": ms8}
