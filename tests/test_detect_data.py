@@ -196,6 +196,20 @@ def test_voc_bad_inputs(tmp_path):
         load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
 
 
+def test_voc_two_images_with_the_xml_stem_are_an_error(tmp_path):
+    """No <filename> (or a stale one) and both x1.jpg and x1.png: which one the boxes belong
+    to is unknown, so the reader names both instead of taking the first extension."""
+    _image(tmp_path / "images" / "x1.jpg")
+    _image(tmp_path / "images" / "x1.png")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 5, 5], 0)], "old.jpg")
+    with pytest.raises(AnnotationError, match=r"x1.xml: image 'old.jpg' not found, and 2 "
+                       r"images .* match its stem \(x1.jpg, x1.png\): expected one"):  # fmt: skip
+        load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    (tmp_path / "images" / "x1.png").unlink()
+    records, _, _ = load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    assert records[0].path.name == "x1.jpg"
+
+
 def test_vocdevkit_splits(tmp_path):
     main = tmp_path / "ImageSets" / "Main"
     main.mkdir(parents=True)

@@ -96,14 +96,27 @@ def _flag(node: ET.Element, key: str, where: str) -> bool:
 
 
 def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -> Path:
+    """``images_dir/<filename>``, else the one image named ``<stem>.<ext>`` there; two such
+    images (``x.jpg`` and ``x.png``) are an error rather than a silent pick."""
     if filename:
         path = images_dir / filename
         if path.is_file():
             return path
+    found: dict[tuple[int, int], Path] = {}  # by inode: a case-insensitive disk has one file
     for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
         path = images_dir / f"{stem}{ext}"
         if path.is_file():
-            return path
+            stat = path.stat()
+            found.setdefault((stat.st_dev, stat.st_ino), path)
+    if len(found) > 1:
+        names = sorted(p.name for p in found.values())
+        why = f"image {filename!r} not found" if filename else "no <filename>"
+        raise AnnotationError(
+            f"{where}: {why}, and {len(names)} images in {str(images_dir)!r} match its stem "
+            f"({', '.join(names)}): expected one (set <filename> or remove the others)"
+        )
+    if found:
+        return next(iter(found.values()))
     raise FileNotFoundError(
         f"{where}: image {filename or stem!r} not found in {str(images_dir)!r} (expected "
         f"<filename> or an image named {stem}.<ext> there)"
