@@ -210,6 +210,17 @@ def test_voc_two_images_with_the_xml_stem_are_an_error(tmp_path):
     assert records[0].path.name == "x1.jpg"
 
 
+def test_voc_class_names_differing_in_case_are_kept_and_noted(tmp_path, capsys):
+    _image(tmp_path / "images" / "x1.jpg")
+    objs = [("Person", [1, 1, 5, 5], 0), ("person", [2, 2, 6, 6], 0), ("car", [1, 1, 4, 4], 0)]
+    _voc_xml(tmp_path / "annotations" / "x1.xml", objs, "x1.jpg")
+    records, names, _ = load_detection_folder(
+        tmp_path, field="data.train", class_names=None, fix=False
+    )
+    assert names == ["Person", "car", "person"] and records[0].labels.tolist() == [1, 3, 2]
+    assert "[['Person', 'person']] differ only in letter case" in capsys.readouterr().out
+
+
 def test_vocdevkit_splits(tmp_path):
     main = tmp_path / "ImageSets" / "Main"
     main.mkdir(parents=True)

@@ -102,12 +102,11 @@ def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -
         path = images_dir / filename
         if path.is_file():
             return path
-    found: dict[tuple[int, int], Path] = {}  # by inode: a case-insensitive disk has one file
+    found: dict[Hashable, Path] = {}  # x.jpg and x.JPG: one file on a case-insensitive disk
     for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
         path = images_dir / f"{stem}{ext}"
         if path.is_file():
-            stat = path.stat()
-            found.setdefault((stat.st_dev, stat.st_ino), path)
+            found.setdefault(_file_id(path), path)
     if len(found) > 1:
         names = sorted(p.name for p in found.values())
         why = f"image {filename!r} not found" if filename else "no <filename>"
@@ -129,6 +128,7 @@ def _records(
     parsed = [(p, *_parse(p)) for p in xml_paths]
     if class_names is None:
         class_names = sorted({o.name for *_, objects in parsed for o in objects})
+        _note_case_twins(class_names)
     records = []
     annotated_by: dict[Hashable, Path] = {}  # image file -> its XML
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
@@ -190,6 +190,20 @@ def load_voc_folder(
             "annotations/: used as images without objects"
         )
     return records, class_names
+
+
+def _note_case_twins(class_names: list[str]) -> None:
+    """Say when class names differ only in letter case (``Person`` / ``person``): they stay
+    two classes, as written, but that is more often a labelling slip than a distinction."""
+    by_folded: dict[str, list[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), []).append(name)
+    twins = [names for names in by_folded.values() if len(names) > 1]
+    if twins:
+        print(
+            f"note: VOC <name> values {twins} differ only in letter case; each is its own class "
+            "(rename them in the XML files to merge them)"
+        )
 
 
 def _file_id(path: Path) -> Hashable:
