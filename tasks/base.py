@@ -6,7 +6,6 @@ logging; it never assumes one loss or one metric. A task supplies everything els
     task = TASKS.create("classify", cfg=cfg)          # cfg: the task's merged config
     train_set, val_set = task.build_datasets()        # sets task.class_names
     model = task.build_model()                        # nn.Module with .backbone
-    task.prepare_model(model, train_set)              # data-dependent init (training only)
     for batch in loader(train_set, collate_fn=task.collate):
         losses = task.train_step(model, batch, device)  # {"loss": total, ...parts}
     metrics = task.evaluate(model, val_loader, device)  # {task.primary_metric: float, ...}
@@ -69,12 +68,6 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A fresh model for ``self.class_names``; it has a ``.backbone`` attribute."""
-
-    def prepare_model(self, model: nn.Module, train_set: Dataset) -> None:
-        """Data-dependent initialisation of a fresh model, before training (the engine calls
-        it right after ``build_model``; ``load_model`` does not, the saved weights hold it).
-        Default: nothing."""
-        return None
 
     def val_batch_size(self) -> int:
         """Images per validation batch (default: ``train.batch_size``)."""

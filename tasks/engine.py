@@ -2,8 +2,7 @@
 
 The loop, as pseudocode (one optimizer step = ``grad_accum`` micro-batches)::
 
-    seed; task.build_datasets(); model = task.build_model(); task.prepare_model(model, train_set)
-    (+ model.backbone_weights)
+    seed; task.build_datasets(); model = task.build_model() (+ model.backbone_weights)
     model -> device, channels_last, SyncBN + DDP when launched by torchrun
     optimizer, EMA, grad scaler; --resume: restore them + step, epoch, sampler position, RNG
     hooks.before_train()
@@ -141,7 +140,6 @@ class Trainer:
         # data, model, weights and optimizer first: an error there leaves no run folder behind
         self.train_set, self.val_set = task.build_datasets()
         model = task.build_model()
-        task.prepare_model(model, self.train_set)
         notes = []  # printed once the run folder and its logger exist
         if cfg.amp != "none" and not on_cuda:
             notes.append(f"note: train.amp={cfg.amp} needs CUDA; training in float32 on CPU")

@@ -21,7 +21,6 @@ class ClassifyModelConfig:
     zero_init_residual: bool = True  # last BN of each residual branch starts at 0
     dropout: float = 0.0  # before the classifier's linear layer
     pool: str = "avg"  # global pooling: "avg" or "max"
-    whiten_stem: bool = False  # first conv = training patches' whitening, frozen (airbench)
     logit_scale: float = 1.0  # multiplies the logits (airbench-style nets use 1/9)
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # noqa: UP006 - 0..255

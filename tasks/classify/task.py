@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from backbones import create_backbone
-from backbones.whiten import first_conv, whiten_conv_
 from heads.classification import ClassifierHead
 from tasks.base import TASKS, Task, write_predictions
 from tasks.classify.augment import PRESETS, augment_batch
@@ -35,8 +34,6 @@ from tasks.config import ConfigError
 from tasks.data import SYNTHETIC_VAL_SEED_OFFSET
 from tasks.images import DataError, read_image_rgb
 from tasks.plots import plot_confusion
-
-WHITEN_IMAGES = 5000  # airbench's sample: ample for a 27x27 patch covariance
 
 
 def progressive_sizes(schedule: list[list[float]], image_size: int) -> list[tuple[float, int]]:
@@ -120,12 +117,6 @@ class ClassifyTask(Task):
             raise ConfigError(
                 f"data.tta_translate={cfg.data.tta_translate!r}: expected pixels from 0 (off) "
                 f"to below half of data.image_size={cfg.data.image_size}"
-            )
-        if cfg.model.whiten_stem and cfg.model.backbone_weights:
-            raise ConfigError(
-                "model.whiten_stem=true computes the first conv from the training images and "
-                f"freezes it; model.backbone_weights={cfg.model.backbone_weights!r} would "
-                "overwrite it: set one of the two"
             )
         self._mixup = None
         self.skipped: list[Path] = []  # unreadable files left out (data.skip_bad=true)
@@ -213,22 +204,6 @@ class ClassifyTask(Task):
             scale=m.logit_scale,
         )
         return Classifier(backbone, head, m.mean, m.std)
-
-    def prepare_model(self, model: nn.Module, train_set: Dataset) -> None:
-        """``model.whiten_stem``: the backbone's first conv becomes the patch whitening of up
-        to ``WHITEN_IMAGES`` training images spread over the set (an ImageFolder lists class
-        by class), normalised as ``Classifier`` normalises them, and is frozen."""
-        if not self.cfg.model.whiten_stem:
-            return
-        images = train_set.images
-        idx = torch.linspace(0, len(images) - 1, min(len(images), WHITEN_IMAGES)).long()
-        x = (images[idx].float() - model.mean) / model.std
-        try:
-            whiten_conv_(first_conv(model.backbone), x)
-        except ValueError as err:
-            raise ConfigError(
-                f"model.whiten_stem=true with model.backbone={self.cfg.model.backbone!r}: {err}"
-            ) from None
 
     # ---- train / eval -----------------------------------------------------------------
     def _to_device(self, batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
