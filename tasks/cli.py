@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from backbones.registry import OptionError, RegistryError
 from tasks import distributed
+from tasks.config import ConfigError
 from tasks.data import worker_error_message
 from tasks.engine import TrainingError
 from tasks.images import DataError
@@ -25,7 +26,9 @@ def run_tool(body: Callable[[], int]) -> int:
     try:
         return body()
     except USER_ERRORS as err:
-        print(f"error: {worker_error_message(err)}", file=sys.stderr)
+        # a config mistake is the same on every torchrun rank: rank 0 says it, once
+        if not (isinstance(err, ConfigError) and distributed.launched_rank() > 0):
+            print(f"error: {worker_error_message(err)}", file=sys.stderr)
         return 2
     except TrainingError as err:
         print(f"error: {err}", file=sys.stderr)

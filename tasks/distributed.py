@@ -60,10 +60,15 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (``RANK``); 0 outside torchrun."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_distributed(device_name: str) -> DistInfo:
     """Join the process group when launched by torchrun; pick this process's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
     launched_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ

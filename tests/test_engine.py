@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from tasks import load_model
-from tasks.config import load_config
+from tasks.config import ConfigError, load_config
 from tasks.engine import Trainer, TrainingError, keep_freed_memory
 from tasks.hooks import Hook
 from tasks.optim import build_ema
@@ -267,6 +267,30 @@ def test_a_bad_file_mid_run_keeps_the_steps_trained(tmp_path: Path, monkeypatch)
     metrics = toy_trainer(tmp_path / "run", "train.epochs=3", resume=True).train()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 24
     assert metrics["accuracy"] >= 0
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_config_error_is_printed_by_rank_0_alone(rank, monkeypatch, capsys) -> None:
+    """Under torchrun every rank parses the same config and meets the same mistake: one
+    ``error:`` line (rank 0's), not one per rank; every rank still exits with status 2. A
+    data error may be one rank's alone (its shard), so every rank prints those."""
+    from tasks.cli import run_tool
+    from tasks.images import DataError
+
+    monkeypatch.setenv("RANK", rank)
+
+    def bad_config() -> int:
+        raise ConfigError("train.lr='x': expected a float")
+
+    def bad_file() -> int:
+        raise DataError("/data/a.jpg: not an image")
+
+    assert run_tool(bad_config) == 2
+    assert capsys.readouterr().err == (
+        "error: train.lr='x': expected a float\n" if rank == "0" else ""
+    )
+    assert run_tool(bad_file) == 2
+    assert capsys.readouterr().err == "error: /data/a.jpg: not an image\n"
 
 
 def test_a_loader_worker_error_prints_as_one_line(capsys) -> None:
