@@ -11,7 +11,8 @@ from the model's own metadata (``tasks/export/metadata.py`` lists the keys).
 
 Providers: "auto" tries TensorRT, then CUDA, then CPU; "tensorrt", "cuda" and "cpu" ask for
 one. A GPU provider that is listed but cannot run (no GPU, no CUDA or TensorRT libraries) gives
-a warning and the next one in that order (TensorRT -> CUDA -> CPU), never a crash;
+a warning and the next one in that order (TensorRT -> CUDA -> CPU), never a crash ("auto"
+warns only when it ends on the CPU: TensorRT missing beside a working CUDA is no news);
 ``model.provider`` says which one really runs. On a GPU provider, inputs are copied once and
 outputs are bound on the device (IO binding).
 """
@@ -107,7 +108,9 @@ def create_session(
             skipped.append(f"{chain[first]} is not usable here (no GPU, or its libraries missing)")
         break
     active = session.get_providers()[0]
-    if skipped:
+    # "auto" asks for the best that runs: a GPU one running is that, whatever was skipped
+    # (onnxruntime-gpu lists TensorRT even where its libraries are not installed)
+    if skipped and not (provider == "auto" and active != CPU):
         warnings.warn("; ".join(skipped) + f"; running on {active}", stacklevel=2)
     elif provider != "auto" and active != PROVIDER_CHOICES[provider][0]:
         wanted = PROVIDER_CHOICES[provider][0]

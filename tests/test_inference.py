@@ -122,6 +122,33 @@ def test_tensorrt_that_fails_to_start_falls_back_to_cuda_then_cpu(exported, monk
     assert model.provider == inference.CPU
 
 
+def test_auto_skips_a_missing_tensorrt_quietly_when_cuda_runs(exported, monkeypatch):
+    """provider="auto" on a GPU machine without TensorRT's libraries: CUDA runs, and that is
+    what "auto" asked for, so no warning; asking for "tensorrt" itself still warns."""
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.TRT, inference.CUDA,
+                                                                 inference.CPU])  # fmt: skip
+
+    class OnCuda:  # a CPU session that reports CUDA as its provider
+        def __init__(self, path, options) -> None:  # noqa: ANN001
+            self.session = real(path, options, providers=[inference.CPU])
+
+        def get_providers(self) -> list[str]:
+            return [inference.CUDA, inference.CPU]
+
+    def session(path, options, providers):  # noqa: ANN001, ANN202
+        if inference.TRT in providers:
+            raise RuntimeError("libnvinfer.so.10: cannot open shared object file")
+        return OnCuda(path, options)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert inference.create_session(exported[0], "auto").get_providers()[0] == inference.CUDA
+    with pytest.warns(UserWarning, match="TensorrtExecutionProvider failed to start"):
+        inference.create_session(exported[0], "tensorrt")
+
+
 @pytest.mark.skipif(CUDA_RUNS, reason="CUDA really runs here (tests/test_cuda.py covers it)")
 def test_gpu_provider_listed_but_inactive_warns(exported, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.CUDA, inference.CPU])
