@@ -3,11 +3,13 @@
 Layouts (``data.train=DIR``):
 
 * ``DIR/images/`` + ``DIR/annotations/*.xml``: one XML per image; the image is
-  ``images/<filename>`` from the XML, else the image in ``images/`` with the XML's stem.
+  ``images/<filename>`` from the XML, else the image in ``images/`` with the XML's stem
+  (two such images, ``x.jpg`` and ``x.png``, are an error: the boxes fit one of them).
 * VOCdevkit (``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/<split>.txt``):
   the image list comes from the split file, see ``voc_split``.
 
-Class names are the sorted set of ``<name>`` values in the training data. ``<difficult>1``
+Class names are the sorted set of ``<name>`` values in the training data (``Person`` and
+``person`` are two classes, with a printed note). ``<difficult>1``
 (or ``true``) objects become ``iscrowd`` ignore regions: evaluation neither rewards nor
 penalises detecting them (VOC's rule), and they are not training targets. ``.XML`` files and
 namespaced ``<annotation xmlns=...>`` roots are read too; two XML files naming one image are
