@@ -19,6 +19,7 @@ from test_export_roundtrip import load_tool, make_checkpoint
 from tasks import load_model
 from tasks.checkpoint import read_weights, save_weights
 from tasks.export.evaluate import _classify, _detect
+from tasks.export.quantize import CALIBRATION_IMAGES, calibration_files
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
 
 # Small, fast models (one training step takes well under a second on one core).
@@ -178,6 +179,20 @@ def test_classify_report_scores_images_spread_over_every_class(tmp_path):
 
     assert _classify(always_b, task, tmp_path, limit=2) == pytest.approx(0.5)
     assert _classify(always_b, task, tmp_path, limit=100) == pytest.approx(0.5)
+
+
+def test_calibration_takes_images_spread_over_every_class(tmp_path):
+    """Calibration reads at most CALIBRATION_IMAGES files, taken over the whole folder: a
+    class-by-class ImageFolder of 3 x 40 images gives files of all three classes, where its
+    first 64 would be two classes and none of the third."""
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        for i in range(40):
+            (tmp_path / name / f"{i:02d}.png").write_bytes(b"")
+    files = calibration_files(tmp_path)
+    assert len(files) == CALIBRATION_IMAGES
+    assert {p.parent.name for p in files} == {"a", "b", "c"}
+    assert sum(p.parent.name == "c" for p in files) >= CALIBRATION_IMAGES // 3
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from PIL import Image
 
 from tasks.base import Task
-from tasks.export.evaluate import EVAL_IMAGES, evaluate_onnx, latency_ms
+from tasks.export.evaluate import EVAL_IMAGES, evaluate_onnx, latency_ms, spread
 from tasks.export.metadata import read_metadata, write_metadata
 from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
 from tasks.inference import IMAGE_EXTENSIONS, OnnxModel
@@ -44,7 +44,9 @@ SHAPE_READERS = ("Shape", "Size")  # read only the shape of their input, never i
 
 
 def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> list[Path]:
-    """Up to ``limit`` image files under ``folder`` (sorted); one clear error otherwise."""
+    """Up to ``limit`` image files under ``folder``, spread over its sorted listing (an
+    ImageFolder lists class by class: its first 64 files would calibrate on one class); one
+    clear error otherwise."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -56,7 +58,7 @@ def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> li
             f"--int8 {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected "
             "a few dozen images like those the model will see"
         )
-    return files[:limit]
+    return [files[i] for i in spread(len(files), limit)]
 
 
 class FolderReader(CalibrationDataReader):
