@@ -256,7 +256,9 @@ class OnnxModel:
 
     def __call__(self, images: Any) -> list[dict[str, np.ndarray]]:
         """Per-image results for a path, an ``[H, W, 3]`` array, a list of those, or a
-        ``[B, 3, H, W]`` batch. Images of different sizes run one at a time."""
+        ``[B, 3, H, W]`` batch. Images of different sizes run one at a time; on a graph
+        exported with a fixed batch B, a list runs B images at a time (the last group filled
+        up with copies of its last image, whose results are dropped)."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
             return self._split(self.run_batch(images))
         if isinstance(images, (str, Path, np.ndarray)):
@@ -264,9 +266,16 @@ class OnnxModel:
         prepared = [self.prepare(img) for img in images]
         if not prepared:
             raise ValueError("no images given")
-        if len({p.shape for p in prepared}) == 1:
-            return self._split(self.run_batch(np.stack(prepared)))
-        return [r for p in prepared for r in self._split(self.run_batch(p[None]))]
+        same_size = len({p.shape for p in prepared}) == 1
+        groups = [prepared] if same_size else [[p] for p in prepared]
+        results = []
+        for group in groups:
+            size = self.input["shape"][0] or len(group)  # None: a dynamic batch
+            for i in range(0, len(group), size):
+                chunk = group[i : i + size]
+                full = chunk + chunk[-1:] * (size - len(chunk))
+                results += self._split(self.run_batch(np.stack(full)))[: len(chunk)]
+        return results
 
     def _split(self, out: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         batch = len(next(iter(out.values())))

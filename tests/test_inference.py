@@ -61,6 +61,20 @@ def test_paths_arrays_and_batches_give_the_same_results(exported, tmp_path):
     assert model.metadata["preprocess"]["size"] == SIZE
 
 
+def test_a_list_runs_in_groups_of_a_static_graphs_batch(exported):
+    """The fixture's graph takes exactly 2 images: a list of 5 runs as 2 + 2 + 1 (that one
+    padded with a copy), each result equal to PyTorch's. The int8 report feeds lists of 32
+    images, and export without --dynamic gives a static graph."""
+    path, spec, _ = exported
+    model = OnnxModel(path, provider="cpu")
+    imgs = synthetic_images(10, 1, SIZE, seed=4)[0][:5]
+    got = model([im.permute(1, 2, 0).numpy() for im in imgs])
+    expected = spec.module(imgs)[1].detach().numpy()
+    assert len(got) == 5
+    for i in range(5):
+        np.testing.assert_allclose(got[i]["probs"], expected[i], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
