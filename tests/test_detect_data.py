@@ -489,3 +489,93 @@ def test_roboflow_export_without_image_sizes(tmp_path):
         tmp_path, field="data.train", class_names=None, fix=False
     )
     assert names == ["cell"] and ids == [1] and records[0].labels.tolist() == [1]
+
+
+def test_coco_validation_file_may_list_categories_no_box_uses(tmp_path):
+    """CVAT and Label Studio export every label of the project: a validation file's unused
+    category is no error; a used one outside the training classes still is, naming the
+    annotation."""
+    root = _coco(tmp_path, GOOD)
+    data = json.loads((root / "annotations.json").read_text())
+    data["categories"].append({"id": 30, "name": "zebra"})
+    (root / "annotations.json").write_text(json.dumps(data))
+    records, names, ids = load_detection_folder(
+        root, field="data.val", class_names=["cat", "dog"], fix=False
+    )
+    assert names == ["cat", "dog"] and ids == [3, 17]
+    assert next(r for r in records if r.image_id == 7).labels.tolist() == [2, 1]
+    data["annotations"][0]["category_id"] = 30
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match=r"annotations\[0\] \(category_id 30\): label "
+                       r"'zebra' is not in the class list"):  # fmt: skip
+        load_detection_folder(root, field="data.val", class_names=["cat", "dog"], fix=False)
+
+
+def test_coco_one_file_listed_twice_is_an_error(tmp_path):
+    """Merged exports list a file under two ids, each with part of its boxes: as two samples
+    the missing part of each would be trained as background."""
+    images = [
+        {"id": 7, "file_name": "a.png", "width": 40, "height": 30},
+        {"id": 9, "file_name": "./a.png", "width": 40, "height": 30},
+    ]
+    root = _coco(tmp_path, GOOD, images=images)
+    with pytest.raises(AnnotationError, match=r"images with id 7 and id 9 both name file"):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
+def test_normalised_box_coordinates_are_an_error(tmp_path):
+    """Boxes in 0..1 (YOLO-style converters) would train as sub-pixel boxes in a corner."""
+    anns = [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [0.1, 0.2, 0.3, 0.4]}]
+    root = _coco(tmp_path / "coco", anns)
+    with pytest.raises(AnnotationError, match=r"annotations.json: all 1 box\(es\) lie within "
+                       r"\[0, 1\].*normalised"):  # fmt: skip
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    # a one-pixel box in the corner is pixels: integers
+    anns[0]["bbox"] = [0, 0, 1, 1]
+    root = _coco(tmp_path / "coco1", anns)
+    load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    voc = tmp_path / "voc"
+    _image(voc / "images" / "x1.jpg")
+    _voc_xml(voc / "annotations" / "x1.xml", [("a", [0.1, 0.2, 0.5, 0.6], 0)], "x1.jpg")
+    with pytest.raises(AnnotationError, match=r"x1\.xml: all 1 box\(es\) lie within \[0, 1\]"):
+        load_detection_folder(voc, field="data.train", class_names=None, fix=False)
+
+
+def test_voc_stem_fallback_finds_any_extension_case(tmp_path):
+    """``x1.Jpg`` (cameras, Windows renames) is found for x1.xml like x1.jpg and x1.JPG."""
+    _image(tmp_path / "images" / "x1.Jpg")
+    _voc_xml(tmp_path / "annotations" / "x1.xml", [("a", [1, 1, 9, 9], 0)], "gone.jpg")
+    records, _, _ = load_detection_folder(tmp_path, field="data.train", class_names=None, fix=False)
+    assert [r.path.name for r in records] == ["x1.Jpg"] and len(records[0].boxes) == 1
+
+
+def test_other_tools_coco_file_names_are_pointed_at(tmp_path):
+    """FiftyOne writes labels.json, Label Studio result.json, mmdetection users
+    annotations/train.json: the error names the file found and what to call it."""
+    (tmp_path / "fo").mkdir()
+    (tmp_path / "fo" / "labels.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="it holds labels.json: if that is a COCO file, "
+                       "rename it to annotations.json"):  # fmt: skip
+        load_detection_folder(tmp_path / "fo", field="data.train", class_names=None, fix=False)
+    _image(tmp_path / "mm" / "images" / "a.jpg")
+    (tmp_path / "mm" / "annotations").mkdir()
+    (tmp_path / "mm" / "annotations" / "train.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"it holds train.json: .*instances_train.json"):
+        load_detection_folder(tmp_path / "mm", field="data.train", class_names=None, fix=False)
+    _devkit(tmp_path / "VOCdevkit" / "VOC2007")
+    with pytest.raises(FileNotFoundError, match=r"VOCdevkit folder\(s\) VOC2007: point"):
+        load_detection_folder(tmp_path / "VOCdevkit", field="data.train", class_names=None,
+                              fix=False)  # fmt: skip
+
+
+def test_coco_bbox_numbers_written_as_text(tmp_path):
+    """Hand-written and CSV-converted files quote numbers: ``"12.5"`` is read as ids and
+    sizes are; text that is no number is still an error naming it."""
+    anns = [{**GOOD[0], "bbox": ["1", "2", "10.5", " 5 "]}]
+    root = _coco(tmp_path, anns)
+    records, _, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    np.testing.assert_allclose(records[0].boxes, [[1, 2, 11.5, 7]])
+    anns[0]["bbox"] = ["1", "2", "ten", "5"]
+    root = _coco(tmp_path, anns)
+    with pytest.raises(AnnotationError, match=r"bbox is \['1', '2', 'ten', '5'\], expected"):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)

@@ -8,25 +8,51 @@ Layout (``data.train=DIR``): ``DIR/annotations.json`` or a single
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from tasks.coco import annotation_refs, crowd_flag, entry_value, find_coco_json, read_coco
-from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
+from tasks.coco import (
+    CocoImage,
+    annotation_refs,
+    crowd_flag,
+    entry_value,
+    find_coco_json,
+    read_coco,
+)
+from tasks.detect.records import (
+    AnnotationError,
+    ImageRecord,
+    check_pixel_units,
+    label_of,
+    make_record,
+)
 
 
 def _bbox(ann: dict[str, Any], where: str) -> list[float]:
-    """``[x, y, width, height]`` as floats; ``null`` coordinates become NaN (rejected, or
-    dropped with data.fix_boxes, by ``check_boxes``)."""
+    """``[x, y, width, height]`` as floats (``"12.5"`` accepted, as for ids and sizes);
+    ``null`` coordinates become NaN (rejected, or dropped with data.fix_boxes, by
+    ``check_boxes``)."""
     bbox = entry_value(ann, "bbox", where)
-    numbers = (int, float, type(None))
-    if (
-        not isinstance(bbox, list)
-        or len(bbox) != 4
-        or not all(isinstance(v, numbers) and not isinstance(v, bool) for v in bbox)
-    ):
-        raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
-    return [float("nan") if v is None else float(v) for v in bbox]
+    if isinstance(bbox, list) and len(bbox) == 4:
+        with contextlib.suppress(TypeError, ValueError):
+            if not any(isinstance(v, (bool, list, dict)) for v in bbox):
+                return [float("nan") if v is None else float(v) for v in bbox]
+    raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
+
+
+def _check_unique_files(images: dict[int, CocoImage], src: str) -> None:
+    """Two ``images`` entries naming one file (merged exports) would make it two samples,
+    each with part of its boxes: the other part would be trained as background."""
+    seen: dict[Path, int] = {}
+    for image_id, im in images.items():
+        first = seen.setdefault(im.path.resolve(), image_id)
+        if first != image_id:
+            raise AnnotationError(
+                f"{src}: images with id {first} and id {image_id} both name file "
+                f"{str(im.path)!r} (expected one entry per image: merge them and point their "
+                "annotations at one id)"
+            )
 
 
 def load_coco(
@@ -46,13 +72,16 @@ def load_coco(
     own_names = [cats[k] for k in sorted(cats)]
     if class_names is None:
         class_names = own_names
-    cat_label = {k: label_of(name, class_names, where=src) for k, name in cats.items()}
+    # only categories that annotations use must be classes: a validation file may list labels
+    # of its project that no box has (CVAT, Label Studio export every label)
+    cat_label = {k: class_names.index(n) + 1 if n in class_names else 0 for k, n in cats.items()}
     id_of_name = {name: k for k, name in cats.items()}
     unused = iter(range(max(cats) + 1, max(cats) + 1 + len(class_names)))
     # a training class this file lacks gets an id of its own (COCOeval needs distinct ids)
     category_ids = [
         id_of_name[name] if name in id_of_name else next(unused) for name in class_names
     ]
+    _check_unique_files(coco_images, src)
     images = {
         image_id: dict(path=im.path, width=im.width, height=im.height, boxes=[], labels=[],
                        crowd=[], names=[])
@@ -61,12 +90,15 @@ def load_coco(
     for i, ann in enumerate(annotations):
         where = f"{src} annotations[{i}]"
         image_id, cat = annotation_refs(ann, where, images, cat_label)
+        if not cat_label[cat]:
+            label_of(cats[cat], class_names, where=f"{where} (category_id {cat})")  # raises
         x, y, w, h = _bbox(ann, where)
         entry = images[image_id]
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])
         entry["crowd"].append(crowd_flag(ann, where))
         entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
+    check_pixel_units([b for e in images.values() for b in e["boxes"]], src)
     records = [
         make_record(
             e["path"],

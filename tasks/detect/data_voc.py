@@ -25,9 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.data import read_name_list
-from tasks.detect.records import AnnotationError, ImageRecord, label_of, make_record
+from tasks.detect.records import (
+    AnnotationError,
+    ImageRecord,
+    check_pixel_units,
+    label_of,
+    make_record,
+)
 from tasks.images import (
-    IMAGE_EXTENSIONS,
     checked_size,
     displayed_size,
     is_hidden,
@@ -86,6 +91,7 @@ def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_Vo
         box = [box[0] - 1, box[1] - 1, box[2], box[3]]
         difficult = _flag(obj, "difficult", at)
         objects.append(_VocObject(_text(obj, "name", at), box, difficult))
+    check_pixel_units([[o.box[0] + 1, o.box[1] + 1, *o.box[2:]] for o in objects], where)
     return (filename.strip() if filename else None), wh, objects
 
 
@@ -97,18 +103,19 @@ def _flag(node: ET.Element, key: str, where: str) -> bool:
     return text in ("1", "true")
 
 
-def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -> Path:
-    """``images_dir/<filename>``, else the one image named ``<stem>.<ext>`` there; two such
-    images (``x.jpg`` and ``x.png``) are an error rather than a silent pick."""
+def _find_image(
+    images_dir: Path, filename: str | None, stem: str, where: str, by_stem: dict[str, list[Path]]
+) -> Path:
+    """``images_dir/<filename>``, else the one image named ``<stem>.<ext>`` there (``by_stem``:
+    ``_images_by_stem(images_dir)``); two such images (``x.jpg`` and ``x.png``) are an error
+    rather than a silent pick."""
     if filename:
         path = images_dir / filename
         if path.is_file():
             return path
     found: dict[Hashable, Path] = {}  # x.jpg and x.JPG: one file on a case-insensitive disk
-    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
-        path = images_dir / f"{stem}{ext}"
-        if path.is_file():
-            found.setdefault(_file_id(path), path)
+    for path in by_stem.get(stem, ()):  # any spelling of the extension: x.Jpg, x.JPEG
+        found.setdefault(_file_id(path), path)
     if len(found) > 1:
         names = sorted(p.name for p in found.values())
         why = f"image {filename!r} not found" if filename else "no <filename>"
@@ -124,6 +131,17 @@ def _find_image(images_dir: Path, filename: str | None, stem: str, where: str) -
     )
 
 
+def _images_by_stem(images_dir: Path) -> dict[str, list[Path]]:
+    """Image files directly in ``images_dir`` by stem, whatever their extension's case
+    (``x.Jpg``, ``x.JPEG``): listed once per load, not probed per XML and extension."""
+    by_stem: dict[str, list[Path]] = {}
+    if images_dir.is_dir():
+        for path in sorted(images_dir.iterdir()):
+            if is_image_file(path) and path.is_file():
+                by_stem.setdefault(path.stem, []).append(path)
+    return by_stem
+
+
 def _records(
     xml_paths: list[Path], images_dir: Path, class_names: list[str] | None, fix: bool
 ) -> tuple[list[ImageRecord], list[str]]:
@@ -133,9 +151,10 @@ def _records(
         _note_case_twins(class_names)
     records = []
     annotated_by: dict[Hashable, Path] = {}  # image file -> its XML
+    by_stem = _images_by_stem(images_dir)
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
         where = str(xml_path)
-        path = _find_image(images_dir, filename, xml_path.stem, where)
+        path = _find_image(images_dir, filename, xml_path.stem, where, by_stem)
         first = annotated_by.setdefault(_file_id(path), xml_path)
         if first != xml_path:  # an XML copied from another keeps the old <filename>
             stale, other = (xml_path, first) if xml_path.stem != path.stem else (first, xml_path)
@@ -171,7 +190,14 @@ def load_voc_folder(
     folder = root / "annotations"
     xml_paths = sorted(p for p in folder.glob("*") if p.suffix.lower() == ".xml")
     if not xml_paths:
-        raise FileNotFoundError(f"no *.xml files in {str(folder)!r}")
+        jsons = sorted(p.name for p in folder.glob("*.json"))
+        hint = (
+            f" (it holds {', '.join(jsons)}: a COCO file there is read as "
+            "annotations/instances_<anything>.json, e.g. instances_train.json)"
+            if jsons
+            else ""
+        )
+        raise FileNotFoundError(f"no *.xml files in {str(folder)!r}{hint}")
     records, class_names = _records(xml_paths, root / "images", class_names, fix)
     images = root / "images"
     annotated = {_file_id(r.path) for r in records}  # not names: case-insensitive file systems

@@ -57,9 +57,25 @@ def load_detection_folder(
         raise FileNotFoundError(
             f"{field}={str(root)!r}: no detection data found (expected {COCO_LAYOUTS} (COCO), "
             "images/ + annotations/*.xml (VOC), or JPEGImages/ + Annotations/ + ImageSets/Main/ "
-            "(VOCdevkit))"
+            "(VOCdevkit))" + _layout_hint(root)
         )
     return records, names, list(range(1, len(names) + 1))
+
+
+def _layout_hint(root: Path) -> str:
+    """What in an unrecognised folder looks like detection data under another name: the
+    COCO JSON of FiftyOne (``labels.json``), Label Studio (``result.json``) and others, or a
+    VOCdevkit year folder one level down (``VOCdevkit/VOC2012``)."""
+    jsons = sorted(p.name for p in root.glob("*.json") if not p.name.startswith("."))
+    if jsons:
+        return (
+            f"; it holds {', '.join(jsons)}: if that is a COCO file, rename it to "
+            "annotations.json, its images in images/ or beside it (FiftyOne's are in data/)"
+        )
+    years = sorted(p.name for p in root.iterdir() if p.is_dir() and is_vocdevkit(p))
+    if years:
+        return f"; it holds VOCdevkit folder(s) {', '.join(years)}: point the setting at one"
+    return ""
 
 
 def _to_item(

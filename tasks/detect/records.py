@@ -88,6 +88,22 @@ def check_boxes(
     return np.ones(len(boxes), dtype=bool), 0
 
 
+def check_pixel_units(boxes: list[list[float]], where: str) -> None:
+    """Boxes are pixels: an annotation file whose boxes all lie within [0, 1], some of them
+    fractional, holds normalised coordinates (YOLO-style converters, Label Studio's percent
+    values divided by 100); read as pixels they would be sub-pixel boxes in the top-left
+    corner, trained on silently. ``boxes``: the file's raw coordinates, any layout."""
+    count = len(boxes)
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1)
+    arr = arr[np.isfinite(arr)]
+    if arr.size and arr.min() >= 0 and arr.max() <= 1 and (arr != np.round(arr)).any():
+        raise AnnotationError(
+            f"{where}: all {count} box(es) lie within [0, 1] (largest coordinate "
+            f"{arr.max():g}): normalised coordinates? expected pixels (multiply by the image "
+            "width and height)"
+        )
+
+
 def make_record(
     path: Path,
     width: int,
