@@ -89,6 +89,18 @@ def entry_float(entry: dict[str, Any], key: str, where: str) -> float:
     raise DataError(f"{where}: {key} is {value!r}, expected a number")
 
 
+def entry_text(entry: dict[str, Any], key: str, where: str) -> str:
+    """``entry[key]`` as non-empty text (a number is taken as its text: class "5"); ``null``,
+    ``""``, lists and objects are a DataError (a class or file called "None" is a typo's
+    result, never the user's intent)."""
+    value = entry_value(entry, key, where)
+    if not isinstance(value, bool) and isinstance(value, (str, int, float)):
+        text = str(value)
+        if text.strip():
+            return text
+    raise DataError(f"{where}: {key} is {json.dumps(value)}, expected a non-empty name")
+
+
 def annotation_refs(
     ann: dict[str, Any], where: str, image_ids: Collection[int], category_ids: Collection[int]
 ) -> tuple[int, int]:
@@ -115,13 +127,18 @@ def crowd_flag(ann: dict[str, Any], where: str) -> bool:
 def resolve_image(root: Path, json_path: Path, file_name: str, where: str) -> Path:
     """An entry's ``file_name`` looked up in ``root/images``, next to the JSON, in ``root``,
     then (the COCO download: ``annotations/instances_val2017.json`` beside ``val2017/``) in
-    ``root/<split>``; not found is a FileNotFoundError naming them."""
+    ``root/<split>``, with ``\\`` read as ``/`` too; not found is a FileNotFoundError naming
+    them."""
     bases = [root / "images", json_path.parent, root]
     if json_path.stem.startswith("instances_"):
         bases.append(root / json_path.stem.removeprefix("instances_"))
+    bases = list(dict.fromkeys(bases))  # the JSON often sits in root: name each folder once
+    # a file written on Windows may spell sub-folders with backslashes
+    spellings = dict.fromkeys((file_name, file_name.replace("\\", "/")))
     for base in bases:
-        if (base / file_name).is_file():
-            return base / file_name
+        for name in spellings:
+            if (base / name).is_file():
+                return base / name
     raise FileNotFoundError(
         f"{where}: image {file_name!r} is listed but not found in any of {[str(b) for b in bases]}"
     )
@@ -184,7 +201,7 @@ def read_coco(
     supercategories: dict[int, Any] = {}
     for i, c in enumerate(data["categories"]):
         where = f"{src} categories[{i}]"
-        cat_id, name = entry_int(c, "id", where), str(entry_value(c, "name", where))
+        cat_id, name = entry_int(c, "id", where), entry_text(c, "name", where)
         if cat_id in cats:
             raise DataError(f"{where}: id {cat_id} repeats (expected one entry per id)")
         if name in cats.values():
@@ -206,6 +223,6 @@ def read_coco(
                 f"{where}: id {image_id} repeats (expected a unique id per image: annotations "
                 "find their image by it)"
             )
-        path = resolve_image(root, json_path, str(entry_value(img, "file_name", where)), where)
+        path = resolve_image(root, json_path, entry_text(img, "file_name", where), where)
         images[image_id] = CocoImage(path, *image_size(img, path, where))
     return cats, images, list(data["annotations"])

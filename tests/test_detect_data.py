@@ -141,6 +141,31 @@ def test_coco_missing_key_unknown_category_and_missing_image(tmp_path):
         load_detection_folder(root, field="data.train", class_names=None, fix=False)
 
 
+def test_coco_null_names_and_windows_file_names(tmp_path):
+    root = _coco(tmp_path / "w", GOOD, images=[
+        {"id": 7, "file_name": "sub/a.png", "width": 40, "height": 30},
+    ])  # fmt: skip
+    data = json.loads((root / "annotations.json").read_text())
+    data["images"][0]["file_name"] = "sub\\a.png"  # written on Windows
+    (root / "annotations.json").write_text(json.dumps(data))
+    records, names, _ = load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    assert records[0].path == root / "images" / "sub" / "a.png" and names == ["cat", "dog"]
+    data["images"][0]["file_name"] = None
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"images\[0\]: file_name is null, expected a non-empty"):
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    data["images"][0]["file_name"] = "gone.png"
+    (root / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(FileNotFoundError) as err:  # the JSON's folder is the root: named once
+        load_detection_folder(root, field="data.train", class_names=None, fix=False)
+    assert str(err.value).count(f"'{root}'") == 1
+    for bad in (None, ""):
+        data["categories"][1]["name"] = bad
+        (root / "annotations.json").write_text(json.dumps(data))
+        with pytest.raises(DataError, match=r"categories\[1\]: name is (null|\"\"), expected"):
+            load_detection_folder(root, field="data.train", class_names=None, fix=False)
+
+
 def test_val_label_missing_from_train_classes(tmp_path):
     root = _coco(tmp_path, GOOD)
     with pytest.raises(AnnotationError, match="label 'dog' is not in the class list"):
