@@ -67,3 +67,30 @@ def test_no_ground_truth_is_undefined_not_zero():
     for det in (_det(np.zeros((0, 4)), []), _det([[0, 0, 10, 10]], [1])):
         metrics, _ = coco_evaluate(_gt([[0, 0, 10, 10]], [1]), det, ["a", "b"])
         assert metrics["AP/b"] == -1.0 and metrics["AP"] >= 0.0
+
+
+def test_precision_recall_plot_of_many_classes_names_the_best_and_worst(tmp_path, monkeypatch):
+    import warnings
+
+    import tasks.plots
+    from tasks.detect.draw import plot_precision_recall
+
+    drawn = []  # the legend's entries of each figure saved
+    save = tasks.plots.save_figure
+
+    def save_and_record(fig, *args, **kwargs):
+        drawn.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(tasks.plots, "save_figure", save_and_record)
+    k = 80
+    precision = np.full((10, 101, k, 4, 3), -1.0)
+    precision[0, :, :, 0, -1] = np.linspace(0, 1, k)  # class i: flat precision i / 79
+    precision[0, :, 5, 0, -1] = -1  # a class without ground truth: no curve
+    names = [f"c{i}" for i in range(k)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "tight layout not applied" included
+        assert plot_precision_recall(precision, names, tmp_path / "pr.png").is_file()
+    assert drawn[0] == [f"c{i} (AP50 {i / 79:.2f})" for i in (79, 78, 77, 76, 75, 4, 3, 2, 1, 0)]
+    plot_precision_recall(precision[:, :, :3], names[:3], tmp_path / "pr3.png")
+    assert drawn[1] == ["c2 (AP50 0.03)", "c1 (AP50 0.01)", "c0 (AP50 0.00)"]

@@ -59,18 +59,36 @@ def save_grid(images: Sequence[Tensor], path: Path, *, size: int = 256) -> Path:
     return save_image(grid, path)
 
 
-def plot_precision_recall(precision: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+def plot_precision_recall(
+    precision: np.ndarray, class_names: Sequence[str], path: Path, legend_max: int = 10
+) -> Path:
     """Per-class precision-recall curves at IoU 0.5 from COCOeval's precision array
-    [T, R=101, K, A, M] (area "all", 100 detections)."""
+    [T, R=101, K, A, M] (area "all", 100 detections). With more than ``legend_max`` classes
+    only the best and the worst half of that many are coloured and named; the rest are grey
+    (an 80-entry legend covers the plot and defeats the layout)."""
     from tasks.plots import plt, save_figure  # matplotlib loads only when a plot is drawn
 
     recall = np.linspace(0, 1, precision.shape[1])
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for k, name in enumerate(class_names):
+    curves = {}  # class index -> (precision over recall, AP50) for classes with ground truth
+    for k in range(len(class_names)):
         p = precision[0, :, k, 0, -1]
         if (p > -1).any():
-            ax.plot(recall, np.clip(p, 0, None), label=f"{name} (AP50 {p[p > -1].mean():.2f})")
-    ax.set(xlabel="recall", ylabel="precision", title="precision-recall at IoU 0.5", ylim=(0, 1.02))
-    if ax.lines:
+            curves[k] = (np.clip(p, 0, None), p[p > -1].mean())
+    ranked = sorted(curves, key=lambda k: -curves[k][1])
+    named = set(ranked if len(ranked) <= legend_max else
+                ranked[: legend_max // 2] + ranked[-(legend_max // 2):])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for k in ranked:
+        p, ap50 = curves[k]
+        if k in named:
+            ax.plot(recall, p, label=f"{class_names[k]} (AP50 {ap50:.2f})")
+        else:
+            ax.plot(recall, p, color="0.8", linewidth=0.8)
+    title = "precision-recall at IoU 0.5"
+    if len(named) < len(curves):
+        half = len(named) // 2
+        title += f"\n({len(curves)} classes; named: the {half} best and {half} worst)"
+    ax.set(xlabel="recall", ylabel="precision", title=title, ylim=(0, 1.02))
+    if named:
         ax.legend(fontsize=8)
     return save_figure(fig, path, dpi=100)
