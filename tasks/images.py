@@ -94,6 +94,22 @@ def is_hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
+def walk(folder: Path) -> list[Path]:
+    """Every path below ``folder`` (sub-folders and files), symlinked sub-folders followed
+    (``Path.rglob`` skips them before Python 3.13), each real folder once so a link back up
+    the tree does not loop. Unsorted; callers filter and sort."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree, or two links to one folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(top) / n for n in [*dirs, *names]]
+    return found
+
+
 def swapped_size_hint(actual_hw: tuple[int, ...], expected_hw: tuple[int, ...]) -> str:
     """A hint for a size mismatch that is a 90-degree turn (empty otherwise): EXIF orientation
     turns a photo when it is displayed, and annotations follow the displayed image."""

@@ -194,3 +194,27 @@ def test_hidden_folders_inside_classes_are_skipped_and_cache_keeps_skip_bad(tmp_
     assert len(load_image_folder(root, 8, skip_bad=True, cache_dir=str(cache)).skipped) == 1
     with pytest.raises(ImageDecodeError, match=r"1\.jpg"):  # not answered from that cache
         load_image_folder(root, 8, skip_bad=False, cache_dir=str(cache))
+
+
+def test_images_in_symlinked_sub_folders_of_a_class_are_found(tmp_path):
+    """rglob does not enter a symlinked folder: its images were silently left out."""
+    from tasks.classify.data import scan_image_folder
+
+    root = make_tree(tmp_path / "d")
+    make_tree(tmp_path / "more", {"x": 2})
+    (root / "cat" / "more").symlink_to(tmp_path / "more" / "x")
+    (root / "cat" / "more" / "loop").symlink_to(root / "cat")  # a link back up: no loop
+    listing = scan_image_folder(root)
+    assert len(listing.paths) == 7 and listing.labels.count(0) == 5
+
+
+def test_class_names_spelled_decomposed_match_composed_ones(tmp_path):
+    """A folder named "café" on macOS is often stored decomposed (NFD): a val folder written
+    elsewhere (NFC) was refused as a class that train lacks, both shown as 'café'."""
+    import unicodedata
+
+    train = make_tree(tmp_path / "train", {unicodedata.normalize("NFD", "café"): 2, "tea": 2})
+    val = make_tree(tmp_path / "val", {"café": 1, "tea": 1})
+    names = load_image_folder(train, 8).class_names
+    assert names == ["café", "tea"] == load_image_folder(val, 8).class_names
+    assert names[0] == unicodedata.normalize("NFC", "café")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,14 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from tasks.config import ConfigError
-from tasks.images import DataError, ImageDecodeError, is_hidden, is_image_file, read_image_rgb
+from tasks.images import (
+    DataError,
+    ImageDecodeError,
+    is_hidden,
+    is_image_file,
+    read_image_rgb,
+    walk,
+)
 
 CACHE_VERSION = 1
 
@@ -74,9 +82,7 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
     paths: list[Path] = []
     labels: list[int] = []
     for label, class_dir in enumerate(class_dirs):
-        named = [
-            p for p in class_dir.rglob("*") if is_image_file(p) and not is_hidden(p, class_dir)
-        ]
+        named = [p for p in walk(class_dir) if is_image_file(p) and not is_hidden(p, class_dir)]
         files = sorted(p for p in named if p.is_file())
         if len(files) < len(named):  # broken links, folders named like images
             odd = sorted(str(p) for p in set(named) - set(files))
@@ -89,7 +95,9 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             )
         paths += files
         labels += [label] * len(files)
-    return FolderListing(paths, labels, [d.name for d in class_dirs])
+    # NFC: macOS writes "café" decomposed (e + combining accent); a val folder made elsewhere
+    # spells it composed, and the names must match (they look identical in any message)
+    return FolderListing(paths, labels, [unicodedata.normalize("NFC", d.name) for d in class_dirs])
 
 
 def _cache_key(paths: list[Path], size: int, skip_bad: bool) -> str:
