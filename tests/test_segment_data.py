@@ -609,3 +609,65 @@ def test_eval_of_a_trained_model_opens_only_data_val(tmp_path):
     task = _task(train=str(tmp_path / "gone"), val=str(val))
     task.class_names = ["0", "1", "2"]
     assert len(task.build_val_dataset()) == 3
+
+
+def test_images_in_sub_folders_pair_with_masks_in_the_same_sub_folders(tmp_path):
+    """images/a/x.jpg pairs with masks/a/x.png (they were silently left out); an image in a
+    sub-folder without its mask is named, not dropped."""
+    root = _folder(tmp_path / "d")
+    _image(root / "images" / "sub" / "deep" / "n0.jpg", 12, 14)
+    _mask(root / "masks" / "sub" / "deep" / "n0_mask.png", _labels(12, 14))
+    (tmp_path / "elsewhere").mkdir()
+    _image(tmp_path / "elsewhere" / "n1.jpg", 10, 10)
+    _mask(root / "masks" / "linked" / "n1.png", _labels(10, 10))
+    (root / "images" / "linked").symlink_to(tmp_path / "elsewhere")
+    source = open_source(str(root), "train", ignore_index=255)
+    names = [(str(i.relative_to(root)), str(m.relative_to(root))) for i, m in source.pairs]
+    assert names[3:] == [
+        ("images/linked/n1.jpg", "masks/linked/n1.png"),
+        ("images/sub/deep/n0.jpg", "masks/sub/deep/n0_mask.png"),
+    ]
+    _image(root / "images" / "sub" / "n2.jpg", 10, 10)
+    with pytest.raises(FileNotFoundError, match=r"sub-folder.*\['sub/n2.jpg'\]"):
+        open_source(str(root), "train", ignore_index=255)
+
+
+def test_voc_masks_with_an_upper_case_extension(tmp_path):
+    root = tmp_path / "voc"
+    for name in ("a", "b"):
+        _image(root / "JPEGImages" / f"{name}.JPG", 10, 12)
+        _mask(root / "SegmentationClass" / f"{name}.PNG", _labels(10, 12))
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a\nb\n")
+    source = open_source(str(root), "train", ignore_index=255)
+    assert [m.name for _, m in source.pairs] == ["a.PNG", "b.PNG"]
+
+
+def test_max_size_only_shrinks_training_images_as_evaluation_does():
+    """data.max_size caps the longest side; a smaller image keeps its size in training, as in
+    evaluation (albumentations' LongestMaxSize enlarged it: trained at another scale)."""
+    from tasks.segment.augment import build_transform
+
+    t = build_transform(train=True, ignore_index=255, crop_size=0, max_size=40, scale=(1.0, 1.0),
+                        hflip=0, color_jitter=0)  # fmt: skip
+    mask = np.zeros((20, 30), dtype=np.int64)
+    assert tuple(t(np.zeros((20, 30, 3), np.uint8), mask)[1].shape) == (20, 30)
+    mask = RNG.integers(0, 3, (100, 30))
+    x, m = t(np.zeros((100, 30, 3), np.uint8), mask)
+    assert tuple(x.shape) == (3, 40, 12) and set(m.unique().tolist()) <= {0, 1, 2}
+
+
+def test_an_image_scaled_to_nothing_is_named(tmp_path):
+    """A 1-pixel side shrunk by data.scale: one error naming the files, not cv2's assertion."""
+    from tasks.segment.augment import build_transform
+
+    root = tmp_path / "d"
+    _image(root / "images" / "thin.png", 1, 40)
+    _mask(root / "masks" / "thin.png", np.ones((1, 40)))
+    source = open_source(str(root), "train", ignore_index=255)
+    ds = SegmentationDataset(
+        source, num_classes=3, ignore_index=255,
+        transform=build_transform(train=True, ignore_index=255, crop_size=8),
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"thin\.png.*40x1 pixels.*data\.scale"):
+        ds[0]

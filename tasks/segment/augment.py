@@ -1,6 +1,7 @@
 """Mask-aware augmentation (albumentations) and the image normalisation every path shares.
 
-Train: optional longest-side resize (``data.max_size``) -> random scale -> pad to the crop
+Train: optional longest-side shrink (``data.max_size``; smaller images keep their size, as
+evaluation keeps them) -> random scale -> pad to the crop
 (image 0, mask ignore_index) -> random crop -> flips -> colour jitter. The mask always gets
 nearest-neighbour interpolation, so labels are never blended. Eval: no geometry at all (whole
 images; the collate function pads a batch, ``tasks.segment.infer`` shrinks to ``max_size``
@@ -16,6 +17,8 @@ import torch
 from torch import Tensor
 
 from tasks.augment import seeded
+from tasks.images import DataError
+from tasks.segment.infer import scaled_size
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet channel means (RGB, 0..1): backbones are trained so
 STD = (0.229, 0.224, 0.225)
@@ -50,7 +53,8 @@ def build_transform(
     """A callable ``(image uint8 [H, W, 3], mask [H, W]) -> (Tensor[3, h, w], LongTensor[h, w])``.
 
     crop_size:    side of the square training crop in pixels; 0 = no crop (whole images).
-    max_size:     resize so the longest side is at most this many pixels first; 0 = off.
+    max_size:     shrink so the longest side is at most this many pixels first (never
+                  enlarges: evaluation runs smaller images at their own size); 0 = off.
                   Training only: evaluation runs the model at that scale inside
                   ``tasks.segment.infer.predict_logits`` and scores at full resolution.
     scale:        random rescale factor range (1.0, 1.0 = off).
@@ -62,8 +66,6 @@ def build_transform(
     """
     ops: list[A.BasicTransform] = []
     if train:
-        if max_size > 0:
-            ops.append(A.LongestMaxSize(max_size=max_size))
         if tuple(scale) != (1.0, 1.0):
             ops.append(A.RandomScale(scale_limit=(scale[0] - 1, scale[1] - 1), p=1.0))
         if crop_size > 0:
@@ -85,18 +87,44 @@ def build_transform(
         if color_jitter > 0:
             j = color_jitter
             ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=0.8))
-    return PairTransform(A.Compose(ops) if ops else None, mask_dtype(ignore_index, num_classes))
+    return PairTransform(
+        A.Compose(ops) if ops else None,
+        mask_dtype(ignore_index, num_classes),
+        max_size=max_size if train else 0,
+        min_scale=min(scale) if train and tuple(scale) != (1.0, 1.0) else 1.0,
+    )
 
 
 class PairTransform:
     """An albumentations pipeline applied to (image, mask), then normalised to tensors.
-    A class rather than a closure so DataLoader workers can pickle it."""
+    A class rather than a closure so DataLoader workers can pickle it.
 
-    def __init__(self, pipeline: A.Compose | None, dtype: type) -> None:
+    max_size: images whose longest side is larger are shrunk to it first (image bilinear,
+    mask nearest; sizes rounded as ``infer.scaled_size``, the evaluation scale); smaller
+    ones are kept. min_scale: the smallest random scale factor; a side it would shrink to
+    0 pixels is a DataError (cv2 would fail deep inside albumentations)."""
+
+    def __init__(
+        self, pipeline: A.Compose | None, dtype: type, max_size: int = 0, min_scale: float = 1.0
+    ) -> None:
         self.pipeline, self.dtype = pipeline, dtype
+        self.max_size, self.min_scale = max_size, min_scale
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
         mask = mask.astype(self.dtype)
+        if self.max_size > 0:
+            h, w = scaled_size(*image.shape[:2], self.max_size)
+            if (h, w) != image.shape[:2]:
+                image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+                mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        if min(image.shape[:2]) * self.min_scale < 1:
+            h, w = image.shape[:2]
+            shrunk = f" after data.max_size={self.max_size}" if self.max_size else ""
+            raise DataError(
+                f"image of {w}x{h} pixels{shrunk} would be scaled to 0 pixels by data.scale "
+                f"minimum {self.min_scale}; expected images whose sides stay >= 1 pixel (remove "
+                "the image, or raise the data.scale minimum to 1.0)"
+            )
         if self.pipeline is not None:
             out = seeded(self.pipeline, image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from tasks.coco import LAYOUTS as COCO_LAYOUTS
 from tasks.coco import annotation_refs, crowd_flag, entry_float, find_coco_json, read_coco
 from tasks.data import read_name_list
-from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
+from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb, walk
 from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
@@ -237,27 +237,42 @@ class SubsetSource:
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation")
 
 
-def _visible_images(folder: Path) -> list[Path]:
-    """Image files in ``folder``, sorted; hidden ones (``.DS_Store``, macOS ``._x.png``) skipped."""
-    return [p for p in sorted(folder.iterdir()) if is_image_file(p) and not is_hidden(p, folder)]
+def _visible_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (with ``recursive``, in its sub-folders too, symlinked ones
+    followed once), sorted; hidden ones (``.DS_Store``, macOS ``._x.png``,
+    ``.ipynb_checkpoints/``) skipped."""
+    paths = walk(folder) if recursive else folder.iterdir()
+    return [
+        p for p in sorted(paths)
+        if is_image_file(p) and not is_hidden(p, folder) and p.is_file()
+    ]  # fmt: skip
+
+
+def _key(path: Path, folder: Path) -> str:
+    """What pairs an image with its mask: the path below ``folder`` without the extension
+    (``a/b.jpg`` -> ``a/b``; the stem for a file directly inside it)."""
+    return path.relative_to(folder).with_suffix("").as_posix()
 
 
 def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
     """``root/images`` x ``root/masks`` matched by stem (the mask's stem may add a suffix of
-    ``MASK_SUFFIXES``); an image without a mask is an error, masks without an image are
+    ``MASK_SUFFIXES``); sub-folders are searched too, an image in ``images/a/`` pairing with a
+    mask in ``masks/a/``. An image without a mask is an error, masks without an image are
     counted in a note. Two files of one folder with one stem (``0.jpg``, ``0.png``), or two
     masks that fit one image (``0.png``, ``0_mask.png``), are errors: a pairing would be a
     guess."""
-    mask_files = _visible_images(root / "masks")
-    images = _visible_images(root / "images")
+    image_dir, mask_dir = root / "images", root / "masks"
+    mask_files = _visible_images(mask_dir, recursive=True)
+    images = _visible_images(image_dir, recursive=True)
     if not images:
-        raise FileNotFoundError(f"no image files in {str(root / 'images')!r}")
-    for folder in (images, mask_files):
-        _check_unique_stems(folder)
-    masks = {p.stem: p for p in mask_files}
+        raise FileNotFoundError(f"no image files in {str(image_dir)!r}")
+    for folder, files in ((image_dir, images), (mask_dir, mask_files)):
+        _check_unique_stems(files, folder)
+    masks = {_key(p, mask_dir): p for p in mask_files}
     pairs, missing = [], []
     for image in images:
-        found = [masks[image.stem + s] for s in MASK_SUFFIXES if image.stem + s in masks]
+        key = _key(image, image_dir)
+        found = [masks[key + s] for s in MASK_SUFFIXES if key + s in masks]
         if len(found) > 1:
             raise DataError(
                 f"image {str(image)!r} fits several masks {[m.name for m in found]}; expected "
@@ -266,24 +281,26 @@ def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
         if found:
             pairs.append((image, found[0]))
         else:
-            missing.append(image.name)
+            missing.append(key + image.suffix)
     if missing:
+        nested = any("/" in m for m in missing)
         raise FileNotFoundError(
-            f"{len(missing)} image(s) in {str(root / 'images')!r} have no mask with the same "
-            f"stem (or the stem + {', '.join(MASK_SUFFIXES[1:])}) in {str(root / 'masks')!r}: "
+            f"{len(missing)} image(s) in {str(image_dir)!r} have no mask with the same "
+            f"stem (or the stem + {', '.join(MASK_SUFFIXES[1:])}) in {str(mask_dir)!r}"
+            f"{' (a sub-folder of images pairs with that of masks)' if nested else ''}: "
             f"{missing[:5]}; add the masks or remove the images"
         )
     unused = len(masks) - len({m for _, m in pairs})
     if unused:
-        print(f"note: {unused} mask(s) in {str(root / 'masks')!r} have no image; not used")
+        print(f"note: {unused} mask(s) in {str(mask_dir)!r} have no image; not used")
     return pairs
 
 
-def _check_unique_stems(files: list[Path]) -> None:
+def _check_unique_stems(files: list[Path], folder: Path) -> None:
     """Images and masks are paired by stem: two files with one stem is a DataError."""
     seen: dict[str, Path] = {}
     for path in files:
-        other = seen.setdefault(path.stem, path)
+        other = seen.setdefault(_key(path, folder), path)
         if other != path:
             raise DataError(
                 f"{str(other)!r} and {str(path)!r} share the stem {path.stem!r}; images and "
@@ -293,16 +310,19 @@ def _check_unique_stems(files: list[Path]) -> None:
 
 def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """The pairs listed in ``root/ImageSets/Segmentation/<split>.txt``; images by stem with
-    any image extension, checked up front like the masks."""
+    any image extension, masks ``<name>.png`` or else by stem (``.PNG``), all checked up
+    front."""
     listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not listing.is_file():
         raise FileNotFoundError(f"VOC split file {str(listing)!r} does not exist")
     names = read_name_list(listing)
     images = {p.stem: p for p in _visible_images(root / "JPEGImages")}
-    pairs = [
-        (images.get(n, root / "JPEGImages" / f"{n}.jpg"), root / "SegmentationClass" / f"{n}.png")
-        for n in names
-    ]
+    masks = {p.stem: p for p in _visible_images(root / "SegmentationClass")}
+    pairs = []
+    for n in names:
+        mask = root / "SegmentationClass" / f"{n}.png"  # else by stem: .PNG, .bmp, ...
+        pairs.append((images.get(n, root / "JPEGImages" / f"{n}.jpg"),
+                      mask if mask.is_file() else masks.get(n, mask)))  # fmt: skip
     for kind, k in (("mask", 1), ("image", 0)):
         missing = [str(pair[k]) for pair in pairs if not pair[k].is_file()]
         if missing:
@@ -408,7 +428,11 @@ class SegmentationDataset(Dataset):
         return self._cache[i] if self._cache is not None else self._load(i)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.transform(*self.raw(i))
+        image, mask = self.raw(i)
+        try:
+            return self.transform(image, mask)
+        except DataError as err:  # the transform knows sizes, not files: name them
+            raise DataError(f"{self.source.load(i)[2]}: {err}") from None
 
 
 def pad_collate(
