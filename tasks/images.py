@@ -90,8 +90,13 @@ def checked_size(path: Path, declared: tuple[int, int] | None, where: str) -> tu
 
 def is_hidden(path: Path, root: Path) -> bool:
     """True when a file or folder between ``root`` and ``path`` is hidden (``.DS_Store``,
-    macOS ``._x.jpg``, ``.ipynb_checkpoints/``): such files are never data."""
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+    macOS ``._x.jpg``, ``.ipynb_checkpoints/``) or is the ``__MACOSX/`` folder macOS zips
+    carry: such files are never data."""
+    return any(_is_hidden_name(part) for part in path.relative_to(root).parts)
+
+
+def _is_hidden_name(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def walk(folder: Path) -> list[Path]:

@@ -189,6 +189,9 @@ def test_hidden_folders_inside_classes_are_skipped_and_cache_keeps_skip_bad(tmp_
     (root / "cat" / ".ipynb_checkpoints").mkdir()
     Image.new("RGB", (12, 12)).save(root / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png")
     assert len(scan_image_folder(root).paths) == 5
+    (root / "__MACOSX" / "cat").mkdir(parents=True)  # what a zip made on macOS carries
+    (root / "__MACOSX" / "cat" / "._0.jpg").write_bytes(b"resource fork")
+    assert scan_image_folder(root).class_names == ["cat", "dog"]
     (root / "dog" / "1.jpg").write_bytes(b"broken")
     cache = tmp_path / "cache"
     assert len(load_image_folder(root, 8, skip_bad=True, cache_dir=str(cache)).skipped) == 1

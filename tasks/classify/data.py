@@ -59,7 +59,7 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             f"{field}={str(root)!r}: folder does not exist (expected an ImageFolder root "
             "with one sub-folder of images per class)"
         )
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not is_hidden(d, root))
     if not class_dirs:
         raise DataError(
             f"{field}={str(root)!r} has no class sub-folders (expected "
