@@ -256,6 +256,16 @@ def test_unknown_layout(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(FileNotFoundError, match="images.*masks.*JPEGImages.*annotations.json"):
         open_source(str(tmp_path / "x"), "train", ignore_index=255)
+    _folder(tmp_path / "x" / "train")  # the data set one level down
+    (tmp_path / "x" / "img").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"sub-folder\(s\) \['train'\] are: point"):
+        open_source(str(tmp_path / "x"), "train", ignore_index=255)
+    (tmp_path / "x" / "train" / "masks").rename(tmp_path / "x" / "ann")
+    with pytest.raises(FileNotFoundError, match=r"holds \['ann', 'img', 'train'\]: rename"):
+        open_source(str(tmp_path / "x"), "train", ignore_index=255)
+    (tmp_path / "x" / "a.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="is not a segmentation data set; expected"):
+        open_source(str(tmp_path / "x" / "a.txt"), "train", ignore_index=255)
 
 
 def test_voc_layout_train_and_val_lists(tmp_path):
@@ -272,6 +282,14 @@ def test_voc_layout_train_and_val_lists(tmp_path):
     train_set, val_set = SegmentTask(cfg).build_datasets()  # val = the VOC val list
     assert (len(train_set), len(val_set)) == (2, 1)
     assert val_set[0][1].shape == (12, 10)
+    (sets / "val.txt").unlink()  # no val list (a CVAT export has one list): a hold-out
+    cfg.data.val_fraction = 0.5
+    train_set, val_set = SegmentTask(cfg).build_datasets()
+    assert (len(train_set), len(val_set)) == (1, 1)
+    (sets / "train.txt").rename(sets / "default.txt")
+    with pytest.raises(FileNotFoundError, match=r"train.txt' does not exist \(it holds "
+                       r"default.txt\); expected train.txt naming the train images"):  # fmt: skip
+        SegmentTask(cfg).build_datasets()
 
 
 def test_coco_polygons_and_rle_render_to_semantic_masks(tmp_path):

@@ -3,7 +3,8 @@
 ``open_source(path, split)`` recognises three layouts from what is on disk:
 
 - folder: ``DIR/images/*`` and ``DIR/masks/*``, pairs matched by file stem;
-- VOC:    ``DIR/JPEGImages``, ``DIR/SegmentationClass``, ``DIR/ImageSets/Segmentation/<split>.txt``;
+- VOC:    ``DIR/JPEGImages``, ``DIR/SegmentationClass``, ``DIR/ImageSets/Segmentation/<split>.txt``
+          (no ``val.txt`` and no ``data.val``: a hold-out of the train list, as for folders);
 - COCO:   ``DIR/annotations.json`` (or the other names ``tasks.coco`` knows) or a ``.json`` path,
           images in ``DIR/images/`` (``tasks.coco``); polygons and RLE are rendered with
           pycocotools, category ids mapped to labels 1..K (0 = background, crowd regions =
@@ -308,13 +309,23 @@ def _check_unique_stems(files: list[Path], folder: Path) -> None:
             )
 
 
+def voc_split_file(root: Path, split: str) -> Path:
+    """``root/ImageSets/Segmentation/<split>.txt``: the VOC list of a split's names."""
+    return root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+
 def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     """The pairs listed in ``root/ImageSets/Segmentation/<split>.txt``; images by stem with
     any image extension, masks ``<name>.png`` or else by stem (``.PNG``), all checked up
     front."""
-    listing = root / "ImageSets" / "Segmentation" / f"{split}.txt"
+    listing = voc_split_file(root, split)
     if not listing.is_file():
-        raise FileNotFoundError(f"VOC split file {str(listing)!r} does not exist")
+        lists = sorted(p.name for p in listing.parent.glob("*.txt"))
+        found = f"it holds {', '.join(lists)}" if lists else "it holds no lists"
+        raise FileNotFoundError(
+            f"VOC split file {str(listing)!r} does not exist ({found}); expected "
+            f"{split}.txt naming the {split} images one per line (rename or copy a list to it)"
+        )
     names = read_name_list(listing)
     images = {p.stem: p for p in _visible_images(root / "JPEGImages")}
     masks = {p.stem: p for p in _visible_images(root / "SegmentationClass")}
@@ -344,7 +355,22 @@ def layout_of(path: Path, split: str = "") -> str:
         f"data path {str(path)!r} is not a segmentation data set; expected one of: "
         "DIR/images + DIR/masks (folder), DIR/JPEGImages + DIR/SegmentationClass + "
         f"DIR/ImageSets/Segmentation (VOC), DIR/images + {COCO_LAYOUTS} in DIR (COCO)"
+        + _layout_hint(path)
     )
+
+
+def _layout_hint(path: Path) -> str:
+    """What an unrecognised folder holds: its sub-folders (``img/`` + ``ann/`` wants
+    renaming), or a data set one level down (``DIR/train/images`` + ``DIR/train/masks``)."""
+    if not path.is_dir():
+        return ""
+    subs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    nested = [n for n in subs if (path / n / "images").is_dir() and (path / n / "masks").is_dir()]
+    if nested:
+        return f"; its sub-folder(s) {nested} are: point data.train / data.val at them"
+    if subs:
+        return f"; it holds {subs[:8]}: rename the image and mask folders to images/ and masks/"
+    return ""
 
 
 def open_source(

@@ -39,6 +39,7 @@ from tasks.segment.data import (
     open_source,
     pad_collate,
     scan_labels,
+    voc_split_file,
 )
 from tasks.segment.infer import predict_logits
 from tasks.segment.masks import palette_lookup
@@ -104,7 +105,10 @@ class SegmentTask(Task):
         if d.val is not None:
             return train, open_source(d.val, "val", **opts, class_names=train.class_names or None)
         if layout_of(Path(d.train), "train") == "voc":
-            return train, open_source(d.train, "val", **opts)
+            if voc_split_file(Path(d.train), "val").is_file():
+                return train, open_source(d.train, "val", **opts)
+            print(f"note: data.train={d.train!r} has no VOC val list; holding out "
+                  f"data.val_fraction={d.val_fraction} of its train list")  # fmt: skip
         if len(train) < 2:
             raise DataError(
                 f"data.train={d.train!r} has {len(train)} sample(s); cannot hold out a "
