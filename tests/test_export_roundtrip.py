@@ -186,3 +186,52 @@ def test_bad_export_and_eval_arguments_fail_before_any_work(tmp_path, capsys):
         err = capsys.readouterr()
         assert "expected a file path in an existing folder" in err.err
         assert "evaluating" not in err.out
+
+
+def test_detection_graph_keeps_a_side_that_scales_below_one_pixel(tmp_path, capsys):
+    """A 4 x 1000 strip scales by 160 / 1000 to 0.64 x 160 pixels: the graph keeps one pixel
+    instead of ONNX Runtime's 'Scale value should be greater than 0' from its Resize."""
+    ckpt = make_checkpoint(tmp_path, "detect")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    model = OnnxModel(out, provider="cpu")
+    for shape in ((4, 1000, 3), (1000, 4, 3)):
+        res = model(np.full(shape, 128, np.uint8))[0]
+        assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
+
+
+def test_bad_opset_output_folder_and_val_data_fail_before_the_export(tmp_path, capsys, monkeypatch):
+    """Each is one error line (exit 2) naming the argument, before any exporting: an opset
+    the exporter cannot write (7 dumped the whole graph and said 'NoneType' object is not
+    subscriptable), a folder that cannot be written in (a PermissionError traceback after
+    loading the model) and --val data of the wrong kind (found after export and int8)."""
+    import tempfile
+
+    from PIL import Image
+
+    ckpt = make_checkpoint(tmp_path, "classify")
+    export = load_tool("export_onnx").main
+    for opset in ("7", "99"):
+        assert export([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and f"--opset {opset}: expected 11.." in err
+
+    def unwritable(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "TemporaryDirectory", unwritable)
+        assert export([str(ckpt), "--output", str(tmp_path / "m.onnx")]) == 2
+    out, err = capsys.readouterr()
+    assert "cannot write in" in err and "Permission denied" in err and "exported" not in out
+
+    calib, val = tmp_path / "calib", tmp_path / "val"
+    (val / "images").mkdir(parents=True)
+    calib.mkdir()
+    for folder in (calib, val / "images"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    code = export([str(ckpt), "--output", str(tmp_path / "m.onnx"), "--int8", str(calib),
+                   "--val", str(val)])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 2 and "'images'" in err and "exported" not in out
+    assert not (tmp_path / "m.onnx").exists()

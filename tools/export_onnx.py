@@ -22,7 +22,14 @@ from tasks import load_model
 from tasks.cli import run_tool
 from tasks.config import ConfigError
 from tasks.export.metadata import build_metadata
-from tasks.export.onnx_export import DEFAULT_OPSET, INPUT_DTYPES, ExportError, export_onnx
+from tasks.export.onnx_export import (
+    DEFAULT_OPSET,
+    INPUT_DTYPES,
+    MAX_OPSET,
+    MIN_OPSET,
+    ExportError,
+    export_onnx,
+)
 from tasks.export.parity import TOLERANCE, check_parity, parity_batches, parity_sizes
 from tasks.export.spec import build_export
 from tasks.inference import OnnxModel
@@ -43,9 +50,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_parity(task, model, spec, path: Path, dynamic: bool, batch: int) -> None:  # noqa: ANN001
+def run_parity(task, model, spec, path: Path, dynamic: bool, batch: int, opset: int) -> None:  # noqa: ANN001
     """Print one line per checked shape; raise ExportError when any differs too much."""
-    onnx_model = OnnxModel(path, provider="cpu")
+    try:
+        onnx_model = OnnxModel(path, provider="cpu")
+    except ValueError as err:  # the graph is valid ONNX that this ONNX Runtime cannot run
+        import onnxruntime
+
+        # create_session says "<file> is not a loadable ONNX model (<ORT's reason>); expected
+        # a file written by tools/export_onnx.py": only the reason applies to a fresh export
+        detail = str(err).split(" model (", 1)[-1].rsplit("); expected", 1)[0][:200]
+        message = (f"ONNX Runtime {onnxruntime.__version__} cannot run the graph exported at "
+                   f"--opset {opset} ({detail})")  # fmt: skip
+        if opset == DEFAULT_OPSET:
+            raise ExportError(message + "; nothing written") from None
+        tested = f"the default --opset {DEFAULT_OPSET} is the tested one"
+        raise ConfigError(f"{message}; {tested}") from None
     batches = parity_batches(task, parity_sizes(spec, dynamic, batch))
     rows = check_parity(task, model, spec, onnx_model, batches)
     for r in rows:
@@ -72,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             calibration_files(args.int8)
             if args.val:
                 check_folder(args.val)
+        if not MIN_OPSET <= args.opset <= MAX_OPSET:
+            raise ConfigError(
+                f"--opset {args.opset}: expected {MIN_OPSET}..{MAX_OPSET} (the default "
+                f"{DEFAULT_OPSET} is the tested one)"
+            )
         if args.batch < 1:
             raise ConfigError(f"--batch {args.batch}: expected 1 or more images per batch")
         output = Path(args.output)
@@ -82,14 +107,27 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(
                 f"--output {str(output)!r}: {str(blocking)!r} is a file; expected a folder"
             )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        model, task = load_model(args.checkpoint)
-        spec = build_export(model, task)
-        shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]
-        meta = build_metadata(task, model, spec, input_dtype=args.input_dtype, input_shape=shape)
         # every file is made and checked in a folder beside --output, which only a model
-        # that passed receives (a rename: an earlier good file is never half-replaced)
-        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+        # that passed receives (a rename: an earlier good file is never half-replaced); made
+        # first, so an unwritable --output fails before any work
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            workdir = tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-")
+        except OSError as err:
+            raise ConfigError(
+                f"--output {str(output)!r}: cannot write in {str(output.parent)!r} "
+                f"({err.strerror or err}); expected a writable folder"
+            ) from None
+        with workdir as tmp:
+            model, task = load_model(args.checkpoint)
+            if args.val:  # the wrong kind of data fails now, not after export and int8
+                from tasks.export.evaluate import check_val_data
+
+                check_val_data(task, args.val)
+            spec = build_export(model, task)
+            shape = [None, 3, None, None] if args.dynamic else [args.batch, 3, *spec.sample_hw]
+            meta = build_metadata(task, model, spec, input_dtype=args.input_dtype,
+                                  input_shape=shape)  # fmt: skip
             fp32 = Path(tmp) / "fp32.onnx"
             try:
                 export_onnx(spec, fp32, metadata=meta, opset=args.opset, dynamic=args.dynamic,
@@ -97,14 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - the exporter fails many ways per opset
                 if args.opset == DEFAULT_OPSET:
                     raise
-                raise ExportError(
+                raise ConfigError(
                     f"export at --opset {args.opset} failed ({str(err).splitlines()[0][:200]}); "
                     f"the default --opset {DEFAULT_OPSET} is the tested one"
                 ) from None
             print(f"exported {task.name} model (opset {args.opset}, "
                   f"{'dynamic' if args.dynamic else 'static'} shape {shape})")  # fmt: skip
             if not args.skip_parity:
-                run_parity(task, model, spec, fp32, args.dynamic, args.batch)
+                run_parity(task, model, spec, fp32, args.dynamic, args.batch, args.opset)
             final = fp32
             if args.fp16 or args.int8:
                 from tasks.export import quantize

@@ -124,6 +124,10 @@ class DetectorExport(nn.Module):
         short, long = torch.minimum(h, w), torch.maximum(h, w)
         scale = torch.minimum(scale64(self.min_size, short), scale64(self.max_size, long))
         new_hw = (torch.stack([h, w]).double() * scale).floor().long()  # as eager, in float64
+        # a side that scales below one pixel (a 10 x 4000 strip: 10 * 256 / 4000) keeps one;
+        # torchvision fails there, and Resize rejects a size of 0 (opset 11's Clip takes
+        # no integers, hence no clamp)
+        new_hw = new_hw + (new_hw == 0).long()
         x = ResizeTo.apply(x, new_hw)
         new_h, new_w = new_hw[0], new_hw[1]
         d = self.divisible

@@ -101,6 +101,24 @@ def evaluate_onnx(
     return name, fn(OnnxModel(path, provider="cpu"), task, check_folder(folder), limit)
 
 
+def check_val_data(task: Task, folder: str | Path) -> None:
+    """Read ``folder``'s listing as ``evaluate_onnx`` will (classes, annotations, masks), so
+    the wrong kind of data is one error before the export, not after it."""
+    folder = check_folder(folder)
+    if task.name == "classify":
+        from tasks.classify.data import scan_image_folder
+
+        listing = scan_image_folder(folder, field="--val")
+        unknown = sorted(set(listing.class_names) - set(task.class_names))
+        if unknown:
+            raise DataError(
+                f"--val {str(folder)!r} has classes {unknown[:10]} the model does not know "
+                f"(it knows {list(task.class_names)[:10]})"
+            )
+    else:
+        _val_task(task, folder).build_val_dataset()
+
+
 def check_folder(folder: str | Path) -> Path:
     """``folder`` as a Path; FileNotFoundError naming ``--val`` when it is not a folder."""
     folder = Path(folder)

@@ -19,6 +19,14 @@ from tasks.export.metadata import write_metadata
 from tasks.export.spec import ExportSpec
 
 DEFAULT_OPSET = 17
+# the oldest opset every task exports at (Resize with a sizes input, NonMaxSuppression,
+# RoiAlign; at 7-10 the exporter fails deep inside with a dump of the graph) and the newest
+# this PyTorch's exporter writes
+MIN_OPSET = 11
+try:
+    from torch.onnx._constants import ONNX_MAX_OPSET as MAX_OPSET
+except ImportError:  # a PyTorch that moved it
+    MAX_OPSET = 23
 INPUT_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
 STANDARD_DOMAINS = ("", "ai.onnx")
 
