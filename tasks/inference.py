@@ -104,17 +104,19 @@ def create_session(
                 ) from None
             skipped.append(f"{chain[first]} failed to start ({str(err).splitlines()[0]})")
             continue
-        if session.get_providers()[0] != chain[first]:  # ORT dropped it and fell back itself
-            skipped.append(f"{chain[first]} is not usable here (no GPU, or its libraries missing)")
+        if session.get_providers()[0] != chain[first]:  # ORT dropped them and fell back itself
+            dropped = [p for p in chain[first:] if p not in session.get_providers()]
+            unusable = " and ".join(dropped)
+            skipped.append(f"{unusable} not usable here (no GPU, or its libraries missing)")
         break
     active = session.get_providers()[0]
     # "auto" asks for the best that runs: a GPU one running is that, whatever was skipped
     # (onnxruntime-gpu lists TensorRT even where its libraries are not installed)
     if skipped and not (provider == "auto" and active != CPU):
-        warnings.warn("; ".join(skipped) + f"; running on {active}", stacklevel=2)
+        warnings.warn("; ".join(skipped) + f"; running on {active}", stacklevel=3)
     elif provider != "auto" and active != PROVIDER_CHOICES[provider][0]:
         wanted = PROVIDER_CHOICES[provider][0]
-        warnings.warn(f"{wanted} is not available here; running on {active}", stacklevel=2)
+        warnings.warn(f"{wanted} is not available here; running on {active}", stacklevel=3)
     return session
 
 
@@ -204,10 +206,10 @@ class OnnxModel:
         """Validate ``[B, 3, H, W]`` against the graph's input; one clear error otherwise."""
         shape = self.input["shape"]
         want = "x".join("?" if s is None else str(s) for s in shape)
-        if batch.ndim != 4 or batch.shape[1] != 3:
+        if batch.ndim != 4 or batch.shape[1] != 3 or 0 in batch.shape:
             raise ValueError(
                 f"{self.path.name}: got an input of shape {list(batch.shape)}; expected "
-                f"[B, 3, H, W] RGB ({want}) or images [H, W, 3]"
+                f"[B, 3, H, W] RGB ({want}; B, H, W >= 1) or images [H, W, 3]"
             )
         if batch.dtype != self.dtype:
             if self.dtype == np.float32 and batch.dtype == np.uint8:
@@ -242,9 +244,9 @@ class OnnxModel:
         """One image -> uint8 or float [3, H, W]; classification images are resized with PIL
         (bilinear) to the trained size, as the training data was."""
         arr = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
-        if arr.ndim != 3 or arr.shape[-1] != 3:
+        if arr.ndim != 3 or arr.shape[-1] != 3 or 0 in arr.shape:  # 0 x W: nothing to see
             raise ValueError(
-                f"got an image of shape {list(arr.shape)}; expected [H, W, 3] RGB "
+                f"got an image of shape {list(arr.shape)}; expected [H, W, 3] RGB, H, W >= 1 "
                 f"({self.input['dtype']}, 0..255), a file path, or a [B, 3, H, W] batch"
             )
         pre = self.metadata.get("preprocess", {})

@@ -83,6 +83,8 @@ def test_a_list_runs_in_groups_of_a_static_graphs_batch(exported):
         (np.zeros((3, 3, SIZE, SIZE), np.uint8), "fixed input shape 2x3x32x32"),
         (np.zeros((SIZE, SIZE), np.uint8), r"expected \[H, W, 3\]"),
         (np.zeros((SIZE, SIZE, 4), np.uint8), r"expected \[H, W, 3\]"),
+        (np.zeros((0, SIZE, 3), np.uint8), r"shape \[0, 32, 3\]; expected .*H, W >= 1"),  # was
+        (np.zeros((2, 3, 0, SIZE), np.uint8), r"\[2, 3, 0, 32\]; expected .*H, W >= 1"),  # answered
     ],
 )
 def test_bad_inputs_name_what_was_expected(exported, bad, message):
@@ -130,7 +132,7 @@ def test_tensorrt_that_fails_to_start_falls_back_to_cuda_then_cpu(exported, monk
 
     monkeypatch.setattr(ort, "InferenceSession", session)
     with pytest.warns(UserWarning, match="TensorrtExecutionProvider failed to start.*libnvinfer"
-                      ".*CUDAExecutionProvider is not usable here.*; running on CPU"):  # fmt: skip
+                      ".*CUDAExecutionProvider not usable here.*; running on CPU"):  # fmt: skip
         model = OnnxModel(exported[0], provider="tensorrt")
     assert tried == [inference.TRT, inference.CUDA]
     assert model.provider == inference.CPU
@@ -169,6 +171,11 @@ def test_gpu_provider_listed_but_inactive_warns(exported, monkeypatch):
     with pytest.warns(UserWarning, match="running on CPU"):  # no GPU here: ORT drops CUDA
         model = OnnxModel(exported[0], provider="cuda")
     assert model.provider == inference.CPU
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [inference.TRT, inference.CUDA,
+                                                                 inference.CPU])  # fmt: skip
+    with pytest.warns(UserWarning, match=f"^{inference.TRT} and {inference.CUDA} not usable") as w:
+        OnnxModel(exported[0], provider="auto")  # ORT drops both at once: both are named
+    assert w[0].filename == __file__  # the warning points at the caller, not at this library
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert OnnxModel(exported[0], provider="cpu").provider == inference.CPU
