@@ -114,6 +114,13 @@ def test_segment_infer_onnx_draws_what_predict_draws(tmp_path, capsys):
         assert a.mode == b.mode and a.size == b.size == (70, 50)
         assert (np.asarray(a) == np.asarray(b)).mean() > 0.99
     assert Image.open(eager / "street_mask.png").mode == "P"
+    static = tmp_path / "static.onnx"  # a fixed input size: another image's size is named
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(static)]) == 0
+    capsys.readouterr()
+    assert load_tool("infer_onnx").main([str(static), str(image)]) == 2
+    assert f"error: {image}: static.onnx was exported with a fixed input shape" in (
+        capsys.readouterr().err
+    )
 
 
 def test_parity_failure_exits_nonzero_and_keeps_the_earlier_file(tmp_path, capsys, monkeypatch):

@@ -79,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
         results = []
         for path in images:
-            res = model(path)[0]
+            try:
+                res = model(path)[0]
+            except ValueError as err:  # a size or layout the graph cannot take: name the image
+                raise ValueError(err if str(path) in str(err) else f"{path}: {err}") from None
             if model.task == "classify":
                 results.append(classify_result(model, path, res, args.top_k))
             elif model.task == "detect":
@@ -90,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if out is not None:
-        (out / "predictions.json").write_text(json.dumps(results, indent=2))
+        (out / "predictions.json").write_text(
+            json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
+        )
     return 0
 
 
