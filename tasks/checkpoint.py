@@ -98,10 +98,27 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             metadata = f.metadata() or {}
         return load_safetensors_bytes(path.read_bytes()), metadata
     except (SafetensorError, OSError, ValueError) as err:
+        if _is_torch_pickle(path):
+            raise DataError(
+                f"weights file {str(path)!r} is a PyTorch pickle (torch.save: a run's resume "
+                "state last.pt, or a torchvision/timm .pth); expected a .safetensors file "
+                "written by resvision: pass the run folder or its model.safetensors (a "
+                ".pth starts a backbone through model.backbone_weights)"
+            ) from None
         raise DataError(
             f"weights file {str(path)!r} is not readable ({err}); expected a .safetensors "
             "file written by resvision (a truncated copy? copy it again)"
         ) from None
+
+
+def _is_torch_pickle(path: Path) -> bool:
+    """True for a ``torch.save`` file: a zip archive (PyTorch >= 1.6) or a bare pickle."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def load_into(model: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:

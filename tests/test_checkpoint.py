@@ -108,6 +108,9 @@ def test_broken_checkpoint_files_are_named_errors(tmp_path: Path) -> None:
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match=r"cut\.safetensors' is not readable"):
         ckpt.read_weights(tmp_path / "cut.safetensors")
+    ckpt.save_state(tmp_path / "whole.pt", {"weight": torch.ones(3, 4)})  # a resume state
+    with pytest.raises(DataError, match=r"whole\.pt' is a PyTorch pickle .*pass the run folder"):
+        ckpt.read_weights(tmp_path / "whole.pt")  # or a .pth: not "a truncated copy?"
     ckpt.save_state(tmp_path / "last.pt", {"step": 3, "t": torch.zeros(1000)})
     for damaged in (b"", b"<html>not found</html>", (tmp_path / "last.pt").read_bytes()[:200]):
         (tmp_path / "last.pt").write_bytes(damaged)
