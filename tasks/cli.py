@@ -1,7 +1,7 @@
 """What the ``tools/`` scripts share: user errors become one ``error: ...`` line, not a traceback.
 
 Exit codes: 0 ok, 1 the run failed (``TrainingError``: non-finite loss, broken task
-contract), 2 a user mistake (config, paths, unknown names).
+contract), 2 a user mistake (config, paths, unknown names), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -30,8 +30,13 @@ def run_tool(body: Callable[[], int]) -> int:
         if not (isinstance(err, ConfigError) and distributed.launched_rank() > 0):
             print(f"error: {worker_error_message(err)}", file=sys.stderr)
         return 2
-    except TrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except TrainingError as err:  # agreed by all ranks (losses are all-reduced): rank 0 says it
+        if distributed.launched_rank() == 0:
+            print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C: one line, not a traceback from where it landed
+        if distributed.launched_rank() == 0:
+            print(f"error: {err or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         distributed.cleanup()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,16 +147,39 @@ def _raise_clean(err: OmegaConfBaseException, source: str, base: Any, config_cla
     ) from None
 
 
+def _yaml_problem(err: Exception, text: str) -> str:
+    """A YAML parser error as one line: the problem and where (PyYAML's text spans lines)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return " ".join(str(err).split())
+    if mark is None:
+        return str(problem)
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    where = f" at line {mark.line + 1}, column {mark.column + 1}"
+    tab = " (a tab: YAML indents with spaces only)" if "\t" in line else ""
+    return f"{problem}{where}{tab}"
+
+
 def _read_yaml(path: Path) -> DictConfig:
     if not path.is_file():
         found = "is a folder" if path.is_dir() else "does not exist"
         raise ConfigError(f"config file {str(path)!r} {found}; expected a YAML file")
+    text = ""
     try:
+        text = path.read_text(encoding="utf-8")
+        top = yaml.safe_load(text)  # OmegaConf reads a lone scalar `abc` as {"abc": None}
         loaded = OmegaConf.load(path)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not a list")
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid YAML: {_yaml_problem(err, text)}"
+        ) from None
+    if (top is not None and not isinstance(top, dict)) or not isinstance(loaded, DictConfig):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping of keys (section: then indented "
+            f"key: value lines), not a {type(top).__name__}"
+        )
     return loaded
 
 
@@ -191,6 +215,13 @@ def load_config(
     if yaml_text is not None:
         sources.append((OmegaConf.create(yaml_text), "in the stored config"))
     if overrides:
+        for item in overrides:  # `data.train=$DATA` with DATA unset: not "no data.train"
+            key, _, value = item.partition("=")
+            if value == "" and _expected_type(config_class, key).startswith("Optional"):
+                raise ConfigError(
+                    f"config key {key!r} on the command line has an empty value (an unset shell "
+                    f"variable?); expected a value, or {key}=null to unset it"
+                )
         sources.append((_parse_overrides(overrides), "on the command line"))
     for layer, source in sources:
         for key in layer:  # `train=1`, `model: 3`: OmegaConf's error names no key
@@ -205,6 +236,36 @@ def load_config(
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as err:
             _raise_clean(err, source, cfg, config_class)
+    try:
+        obj = _checked_object(cfg)
+    except OmegaConfBaseException as err:  # `${...}` interpolations resolve here
+        key = str(getattr(err, "full_key", "") or "")
+        raw = OmegaConf.to_container(cfg, resolve=False)
+        for part in key.split(".") if key else []:
+            raw = raw.get(part) if isinstance(raw, dict) else None
+        raise ConfigError(
+            f"config key {key!r} = {raw!r}: cannot resolve it ({err.msg.splitlines()[0]})"
+        ) from None
+    return obj
+
+
+# what training runs on (tasks.distributed.pick_device turns these into a torch.device)
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(name: str, key: str = "train.device") -> str:
+    """``name`` when it is a device this toolkit trains and runs on, else a ``ConfigError``
+    (torch also knows ``mps``, ``xpu``, ``meta``, ...: they fail deep inside ``.to()``)."""
+    if not DEVICE_NAME.fullmatch(str(name)):
+        where = key if key.startswith("--") else f"config key {key!r}"
+        raise ConfigError(
+            f"{where}: device {name!r} is not a device name; expected auto, cpu, cuda or cuda:N"
+        )
+    return name
+
+
+def _checked_object(cfg: DictConfig) -> Any:
+    """Required, range, choice and device checks of a merged config; its dataclass instance."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config keys not set: {', '.join(missing)}")
@@ -228,6 +289,9 @@ def load_config(
             raise ConfigError(
                 f"config key {key!r} = {value!r} is not one of {', '.join(allowed)}{did_you_mean}"
             )
+    device = OmegaConf.select(cfg, "train.device")
+    if device is not None:
+        check_device_name(device)
     return OmegaConf.to_object(cfg)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -75,11 +76,31 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+def check_writable_dir(run_dir: Path, option: str = "--out") -> None:
+    """``run_dir`` is, or can be made as, a folder this process may write into; checked
+    before the data and model are built, so a typo costs no start-up time and leaves no
+    traceback from ``mkdir`` or the first checkpoint (``tools/predict.py --out`` too)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{option} {str(run_dir)!r} is a file; expected a folder")
+    base = run_dir.absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ConfigError(
+            f"{option} {str(run_dir)!r}: {str(base)!r} is a file, so the folder cannot be "
+            "made there; expected a folder path"
+        )
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option} {str(run_dir)!r}: folder {str(base)!r} is not writable (read-only or "
+            "no permission); choose another folder"
+        )
+
+
 def check_new_run_dir(run_dir: Path) -> None:
     """A fresh run's folder must not be a file or hold another run, which it would overwrite
     (weights, config) and mix into (metrics.jsonl is appended to)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {str(run_dir)!r} is a file; expected a folder for the run")
+    check_writable_dir(run_dir)
     found = [n for n in (ckpt.CONFIG_FILE, ckpt.LAST_STATE, ckpt.BEST_WEIGHTS, METRICS_JSON)
              if (run_dir / n).exists()]  # fmt: skip
     if found:
@@ -136,6 +157,8 @@ class Trainer:
             keep_freed_memory()
         if not resume:
             check_new_run_dir(self.run_dir)
+        else:
+            check_writable_dir(self.run_dir, "--resume")
         seed_everything(cfg.seed, cfg.deterministic)
         # data, model, weights and optimizer first: an error there leaves no run folder behind
         self.train_set, self.val_set = task.build_datasets()
@@ -154,6 +177,14 @@ class Trainer:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 notes.append("note: train.sync_bn needs CUDA; BatchNorm stays per process")
+        self.sampler = data.ResumableSampler(self.train_set, self.dist, cfg.seed)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size // cfg.grad_accum
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"the training set has {len(self.sampler)} samples per process, fewer than "
+                f"train.batch_size x train.grad_accum = {cfg.batch_size * cfg.grad_accum}; "
+                "lower train.batch_size"
+            )
         self.model = model  # the plain module: what is saved and evaluated
         self.optimizer = build_optimizer(model, cfg)
         self.ema = build_ema(model, cfg.ema)
@@ -176,14 +207,6 @@ class Trainer:
         for hook in self.hooks:
             hook.trainer = self
 
-        self.sampler = data.ResumableSampler(self.train_set, self.dist, cfg.seed)
-        self.steps_per_epoch = len(self.sampler) // cfg.batch_size // cfg.grad_accum
-        if self.steps_per_epoch == 0:
-            raise ConfigError(
-                f"the training set has {len(self.sampler)} samples per process, fewer than "
-                f"train.batch_size x train.grad_accum = {cfg.batch_size * cfg.grad_accum}; "
-                "lower train.batch_size"
-            )
         epochs_steps = cfg.epochs * self.steps_per_epoch
         self.total_steps = min(epochs_steps, cfg.max_steps) if cfg.max_steps > 0 else epochs_steps
         self.budget_s = cfg.max_minutes * 60.0
@@ -224,8 +247,18 @@ class Trainer:
             return self._train()
         except DataError as err:
             raise self._keep_progress(err) from None
+        except KeyboardInterrupt:  # Ctrl-C: the files on disk are whole; say how to go on
+            raise KeyboardInterrupt(self._interrupted_message()) from None
         finally:
             self.logger.close()
+
+    def _interrupted_message(self) -> str:
+        if self.last_saved_step < 0:
+            return f"interrupted at step {self.step}, before the first checkpoint of {self.run_dir}"
+        return (
+            f"interrupted at step {self.step}; the last checkpoint is step "
+            f"{self.last_saved_step}: continue with tools/train.py --resume {self.run_dir}"
+        )
 
     def _keep_progress(self, err: DataError) -> DataError:
         """A bad file met mid-run (images decode lazily; validation images only when first
@@ -386,8 +419,14 @@ class Trainer:
             if self.last_saved_step >= 0
             else "no checkpoint was saved before it"
         )
+        # checked every log_every steps and at evaluations: the bad step may be in an earlier
+        # epoch than the current one
+        epoch_start = self.step - self.batch_in_epoch // self.cfg.grad_accum
+        epoch = self.epoch + 1
+        if bad <= epoch_start:
+            epoch = self.epoch - (epoch_start - bad) // self.steps_per_epoch
         raise TrainingError(
-            f"loss became non-finite (nan/inf) at step {bad} (epoch {self.epoch + 1}); {good}. "
+            f"loss became non-finite (nan/inf) at step {bad} (epoch {epoch}); {good}. "
             "Lower train.lr, set train.clip_grad, or check the data"
         )
 

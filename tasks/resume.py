@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from tasks import checkpoint as ckpt
 from tasks.config import ConfigError
 
@@ -33,6 +35,38 @@ def capture(trainer: Any) -> dict[str, Any]:
     }
 
 
+# settings whose change would make the stored state wrong rather than merely a new recipe:
+# the optimizer state has another layout; mid-epoch, the sampler position (micro-batches seen
+# of a permutation drawn from the seed) would replay or skip images, and a grad_accum that
+# does not divide it never reaches the epoch's end
+FIXED_ON_RESUME = ("optimizer",)
+FIXED_MID_EPOCH = ("batch_size", "grad_accum", "seed")
+
+
+def check_recipe(trainer: Any, config_yaml: str, state: dict[str, Any]) -> None:
+    """Refuse a ``--resume`` override (or edited config.yaml) that the saved state cannot
+    follow; ``config_yaml`` is the config stored with ``last.safetensors``."""
+    try:
+        saved = (yaml.safe_load(config_yaml) or {}).get("train", {})
+    except (yaml.YAMLError, AttributeError):
+        return
+    keys = FIXED_ON_RESUME + (FIXED_MID_EPOCH if state["batch_in_epoch"] else ())
+    for key in keys:
+        before, now = saved.get(key), getattr(trainer.cfg, key)
+        if before is None or before == now:
+            continue
+        why = (
+            "its optimizer state cannot be loaded into another optimizer"
+            if key in FIXED_ON_RESUME
+            else f"it stopped mid-epoch ({state['batch_in_epoch']} batches in), and a different "
+            "value would replay or skip images of that epoch"
+        )
+        raise ConfigError(
+            f"--resume {str(trainer.run_dir)!r}: train.{key} was {before!r} in the interrupted "
+            f"run, now {now!r}; {why}: resume with train.{key}={before}"
+        )
+
+
 def restore(trainer: Any, state: dict[str, Any]) -> None:
     """Load ``last.safetensors`` weights and a ``capture``d state into ``trainer``."""
     if state["world_size"] != trainer.dist.world_size:
@@ -47,8 +81,16 @@ def restore(trainer: Any, state: dict[str, Any]) -> None:
             f"{ckpt.LAST_STATE} step {state['step']} (written by different saves: a copied "
             "file, or a run killed between the two); expected a matching pair"
         )
+    check_recipe(trainer, meta.get("config", ""), state)
     ckpt.load_into(trainer.model, weights, trainer.run_dir / ckpt.LAST_WEIGHTS)
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    try:
+        trainer.optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise ConfigError(
+            f"{str(trainer.run_dir / ckpt.LAST_STATE)!r}: its optimizer state does not fit the "
+            f"optimizer built from the current config ({type(err).__name__}: {err}); resume "
+            "with the train.* settings the run was started with"
+        ) from None
     if state["scaler"]:
         trainer.scaler.load_state_dict(state["scaler"])
     if trainer.ema is not None:

@@ -2,7 +2,8 @@
 
 ``backbones.weights.load_weights`` does the matching: it accepts a whole-model checkpoint of
 any task (keys ``backbone.*``, e.g. a classification run's ``model.safetensors`` initialising a
-detection backbone) or a bare backbone state dict, and ignores a classifier the backbone lacks.
+detection backbone; a run folder means that file) or a bare backbone state dict, and ignores a
+classifier the backbone lacks.
 Here its errors become one ``ConfigError`` that names the config key.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from backbones.weights import load_weights
+from tasks.checkpoint import find_weights
 from tasks.config import ConfigError
 
 
@@ -23,6 +25,9 @@ def load_backbone_weights(model: nn.Module, path: str | Path) -> str:
             f"model.backbone_weights={str(path)!r}: {type(model).__name__} has no .backbone"
         )
     try:
-        return str(load_weights(model.backbone, Path(path).expanduser(), strict=True))
+        file = Path(path).expanduser()
+        if file.is_dir():  # a run folder, as tools/eval.py and predict.py take it: its best
+            file = find_weights(file)
+        return str(load_weights(model.backbone, file, strict=True))
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"config key 'model.backbone_weights': {err}") from None

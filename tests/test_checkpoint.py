@@ -154,3 +154,17 @@ def test_run_folders_are_never_overwritten_or_resumed_from_a_mismatched_pair(
     ckpt.save_weights(run / "last.safetensors", {"w": torch.zeros(1)}, {})
     assert train(["--resume", str(run), "--quiet"]) == 2
     assert "has no 'task' metadata" in capsys.readouterr().err
+
+
+def test_resume_refuses_overrides_the_saved_state_cannot_follow(tmp_path: Path, capsys) -> None:
+    """A changed optimizer failed with KeyError inside torch; mid-epoch, a changed batch size
+    or seed replayed images, and a grad_accum not dividing the position looped forever."""
+    train = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
+    run = tmp_path / "run"
+    assert train(["--task", "_toy", "--quiet", "--out", str(run), "train.stop_after_steps=3"]) == 0
+    for override, before in [("train.optimizer=adamw", "'sgd'"), ("train.batch_size=16", "32"),
+                             ("train.grad_accum=2", "1"), ("train.seed=5", "0")]:  # fmt: skip
+        assert train(["--resume", str(run), "--quiet", override]) == 2
+        key = override.split("=")[0]
+        assert f"{key} was {before} in the interrupted run" in capsys.readouterr().err
+    assert train(["--resume", str(run), "--quiet", "train.lr=0.01"]) == 0  # a new recipe is fine

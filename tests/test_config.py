@@ -168,3 +168,42 @@ def test_val_data_without_train_data_is_refused() -> None:
     cfg = load_config(TASKS.get("classify").config_class, overrides=["data.val=/data/val"])
     with pytest.raises(ConfigError, match="data.val='/data/val' is set but data.train is not"):
         TASKS.create("classify", cfg=cfg)
+
+
+def test_yaml_mistakes_are_one_line_naming_line_and_column(tmp_path: Path) -> None:
+    cases = {
+        "tab.yaml": ("train:\n\tlr: 0.1\n", r"line 2, column 1 \(a tab: YAML indents with spaces"),
+        "dup.yaml": ("train:\n  lr: 0.1\ntrain:\n  lr: 0.2\n", r"duplicate key train at line 3"),
+        "scalar.yaml": ("just a string\n", r"must hold a mapping of keys .*not a str"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=message) as info:
+            load_config(ToyConfig, tmp_path / name)
+        assert "\n" not in str(info.value)
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(ToyConfig, tmp_path / "empty.yaml") == load_config(ToyConfig)
+
+
+def test_unresolvable_interpolation_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'train.lr' = '\$\{oops\}': cannot resolve it"):
+        load_config(ToyConfig, overrides=["train.lr=${oops}"])
+    (tmp_path / "i.yaml").write_text("train:\n  lr: ${model.nope}\n")
+    with pytest.raises(ConfigError, match=r"'train.lr'.*cannot resolve.*model.nope"):
+        load_config(ToyConfig, tmp_path / "i.yaml")
+    assert load_config(ToyConfig, overrides=["train.lr=${train.momentum}"]).train.lr == 0.9
+
+
+def test_empty_override_of_an_optional_key_is_refused() -> None:
+    """`data.train=$DATA` with DATA unset used to mean data.train=None: silently synthetic."""
+    from tasks.classify.config import ClassifyConfig
+
+    with pytest.raises(ConfigError, match=r"'data.train' on the command line has an empty value"):
+        load_config(ClassifyConfig, overrides=["data.train="])
+    assert load_config(ClassifyConfig, overrides=["data.train=null"]).data.train is None
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu", "cuda:x"])
+def test_devices_torch_knows_but_we_do_not_run_on_are_config_errors(device: str) -> None:
+    with pytest.raises(ConfigError, match=rf"device '{device}' is not a device name"):
+        load_config(ToyConfig, overrides=[f"train.device={device}"])

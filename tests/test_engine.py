@@ -315,3 +315,56 @@ def test_a_loader_worker_error_prints_as_one_line(capsys) -> None:
 
     assert run_tool(body) == 2
     assert capsys.readouterr().err == "error: /data/a.xml: image '/data/a.jpg' is declared 4x4\n"
+
+
+def test_nan_found_at_an_evaluation_names_the_epoch_of_the_bad_step(tmp_path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real_step = ToyTask.train_step
+
+    def poisoned(self, model, batch, device):
+        calls["n"] += 1
+        losses = real_step(self, model, batch, device)
+        return {"loss": losses["loss"] * (float("nan") if calls["n"] >= 11 else 1.0)}
+
+    monkeypatch.setattr(ToyTask, "train_step", poisoned)
+    trainer = toy_trainer(tmp_path, "train.epochs=3", "train.log_every=20")  # 8 steps/epoch
+    with pytest.raises(TrainingError, match=r"at step 11 \(epoch 2\)"):  # found at step 16
+        trainer.train()
+
+
+def test_out_folder_that_cannot_be_made_is_refused_first(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"'.*file' is a file, so the folder cannot be made"):
+        toy_trainer(tmp_path / "file" / "run")
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # read-only (tests run as root)
+    with pytest.raises(ConfigError, match=r"is not writable \(read-only or no permission\)"):
+        toy_trainer(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_small_train_set_leaves_no_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fewer than train.batch_size"):
+        toy_trainer(tmp_path / "run", "data.train_size=16", "train.batch_size=32")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_is_one_line_with_the_resume_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    calls = {"n": 0}
+    real_step = ToyTask.train_step
+
+    def interrupted(self, model, batch, device):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt
+        return real_step(self, model, batch, device)
+
+    monkeypatch.setattr(ToyTask, "train_step", interrupted)
+    main = runpy.run_path(str(ROOT / "tools" / "train.py"), run_name="tool")["main"]
+    run = tmp_path / "run"
+    assert main(["--task", "_toy", "--quiet", "--out", str(run)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"error: interrupted at step 10; the last checkpoint is step 8: continue with "
+        f"tools/train.py --resume {run}"
+    )
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 8

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tasks import distributed, load_model
 from tasks.cli import run_tool
-from tasks.config import ConfigError
+from tasks.config import check_device_name
+from tasks.engine import check_writable_dir
 from tasks.images import list_images
 
 
@@ -24,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         out_dir = Path(args.out) if args.out else None
-        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"--out {str(out_dir)!r} is a file; expected a folder")
-        device = distributed.pick_device(args.device)
+        if out_dir is not None:  # a file, under a file, read-only: before the model loads
+            check_writable_dir(out_dir)
+        device = distributed.pick_device(check_device_name(args.device, "--device"))
         model, task = load_model(args.checkpoint, device)
         named = out_dir is not None and task.writes_image_files
         images = list_images(args.images, unique_stems=named)
