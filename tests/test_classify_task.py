@@ -90,6 +90,15 @@ def test_holdout_split_from_train_folder(tmp_path):
 
 
 @pytest.mark.slow  # ~10 s alone, ~25 s on a contended 2-core box
+def test_a_timm_backbone_classifies():
+    """model.backbone=timm:<name> failed with "takes no argument 'zero_init_residual'"."""
+    cfg = load_config(TASKS.get("classify").config_class, None, ["model.backbone=timm:resnet18"])
+    task = TASKS.create("classify", cfg=cfg)
+    task.class_names = ["a", "b", "c"]
+    model = task.build_model().eval()
+    assert model(torch.zeros(2, 3, 32, 32) + 128).preds.shape == (2, 3)
+
+
 def test_synthetic_training_through_engine_beats_chance(tmp_path):
     torch.set_num_threads(1)  # small convs: one thread is faster than two that contend
     cfg = make_cfg(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from backbones import create_backbone
+from backbones import TIMM_PREFIX, create_backbone
 from heads.classification import ClassifierHead
 from tasks.base import TASKS, Task, write_predictions
 from tasks.classify.augment import PRESETS, augment_batch
@@ -187,12 +187,10 @@ class ClassifyTask(Task):
         if not self.class_names:
             raise RuntimeError("call build_datasets() before build_model(): it sets class_names")
         m = self.cfg.model
-        backbone = create_backbone(
-            m.backbone,
-            norm_layer=m.norm,
-            drop_path_rate=m.drop_path_rate,
-            zero_init_residual=m.zero_init_residual,
-        )
+        options = dict(norm_layer=m.norm, drop_path_rate=m.drop_path_rate)
+        if not m.backbone.startswith(TIMM_PREFIX):  # timm's ResNets zero-init themselves
+            options["zero_init_residual"] = m.zero_init_residual  # (zero_init_last); others lack it
+        backbone = create_backbone(m.backbone, **options)
         last = backbone.feature_info[-1]
         head = ClassifierHead(
             last.channels,
