@@ -103,6 +103,11 @@ def check_new_run_dir(run_dir: Path) -> None:
     check_writable_dir(run_dir)
     found = [n for n in (ckpt.CONFIG_FILE, ckpt.LAST_STATE, ckpt.BEST_WEIGHTS, METRICS_JSON)
              if (run_dir / n).exists()]  # fmt: skip
+    if found == [ckpt.CONFIG_FILE]:  # a run that failed or was stopped before saving
+        raise ConfigError(
+            f"--out {str(run_dir)!r} holds a run that stopped before its first checkpoint "
+            "(only config.yaml): nothing to resume; delete the folder or choose a new --out"
+        )
     if found:
         raise ConfigError(
             f"--out {str(run_dir)!r} already holds a run ({', '.join(found)}); continue it "

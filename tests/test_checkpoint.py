@@ -142,6 +142,13 @@ def test_run_folders_are_never_overwritten_or_resumed_from_a_mismatched_pair(
     assert "is a file, not a run folder" in capsys.readouterr().err
     assert train(["--resume", str(tmp_path), "--quiet"]) == 2  # a folder, but no run in it
     assert "no last.safetensors there, so not a resumable run folder" in capsys.readouterr().err
+    stopped = tmp_path / "stopped"  # a run that failed before its first checkpoint
+    stopped.mkdir()
+    (stopped / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert train(["--resume", str(stopped), "--quiet"]) == 2
+    assert "this one stopped before it: start it again with --out" in capsys.readouterr().err
+    assert train([*base, "--out", str(stopped)]) == 2
+    assert "stopped before its first checkpoint (only config.yaml)" in capsys.readouterr().err
 
     step2 = (run / "last.pt").read_bytes()
     assert train(["--resume", str(run), "--quiet", "train.stop_after_steps=5"]) == 0

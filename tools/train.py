@@ -39,9 +39,12 @@ def resume_source(run_dir: Path, task: str | None) -> tuple[str, Path]:
         what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
         raise FileNotFoundError(f"--resume {str(run_dir)!r}: {what}")
     if not (run_dir / checkpoint.LAST_WEIGHTS).is_file():
+        stopped = (run_dir / checkpoint.CONFIG_FILE).is_file()
         raise FileNotFoundError(
             f"--resume {str(run_dir)!r}: no {checkpoint.LAST_WEIGHTS} there, so not a resumable"
-            " run folder (a run writes it at its first checkpoint)"
+            " run folder (a run writes it at its first checkpoint"
+            + ("; this one stopped before it: start it again with --out" if stopped else "")
+            + ")"
         )
     _, meta = checkpoint.read_weights(run_dir / checkpoint.LAST_WEIGHTS)
     checkpoint.check_metadata(meta, run_dir / checkpoint.LAST_WEIGHTS)
