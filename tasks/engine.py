@@ -257,12 +257,19 @@ class Trainer:
         finally:
             self.logger.close()
 
+    def _resume_command(self) -> str:
+        """The command that continues this run, as it was launched (torchrun for DDP)."""
+        launch = "tools/train.py"
+        if self.dist.world_size > 1:
+            launch = f"torchrun --nproc_per_node={self.dist.world_size} {launch}"
+        return f"{launch} --resume {self.run_dir}"
+
     def _interrupted_message(self) -> str:
         if self.last_saved_step < 0:
             return f"interrupted at step {self.step}, before the first checkpoint of {self.run_dir}"
         return (
             f"interrupted at step {self.step}; the last checkpoint is step "
-            f"{self.last_saved_step}: continue with tools/train.py --resume {self.run_dir}"
+            f"{self.last_saved_step}: continue with {self._resume_command()}"
         )
 
     def _keep_progress(self, err: DataError) -> DataError:
@@ -332,7 +339,7 @@ class Trainer:
                     self.save_last()
                     self.logger.print(
                         f"stopped at step {self.step} (train.stop_after_steps); continue with "
-                        f"tools/train.py --resume {self.run_dir}"
+                        f"{self._resume_command()}"
                     )
                     return None
                 if self._finished():

@@ -353,3 +353,15 @@ def test_ctrl_c_is_one_line_with_the_resume_command(tmp_path: Path, monkeypatch,
         f"tools/train.py --resume {run}"
     )
     assert torch.load(run / "last.pt", weights_only=True)["step"] == 8
+
+
+def test_the_resume_hint_relaunches_as_the_run_was_launched() -> None:
+    """A DDP run told to continue with plain tools/train.py would be refused (world size)."""
+    from types import SimpleNamespace
+
+    def hint(world_size: int) -> str:
+        trainer = SimpleNamespace(dist=SimpleNamespace(world_size=world_size), run_dir=Path("r"))
+        return Trainer._resume_command(trainer)
+
+    assert hint(1) == "tools/train.py --resume r"
+    assert hint(2) == "torchrun --nproc_per_node=2 tools/train.py --resume r"
