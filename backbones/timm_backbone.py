@@ -68,8 +68,10 @@ class TimmBackbone(Backbone):
             nominal = timm.create_model(model_name, features_only=True, in_chans=in_chans)
             full = timm.create_model(model_name, in_chans=in_chans)
         levels = nominal.feature_info.get_dicts()
-        if out_indices is None:
-            out_indices = [d["index"] for d in levels if d["reduction"] >= 4]
+        if out_indices is None:  # the deepest level of each stride >= 4 (a ViT's blocks
+            # all have stride 16: one level, not several named alike)
+            last = {d["reduction"]: d["index"] for d in levels if d["reduction"] >= 4}
+            out_indices = sorted(last.values())
         valid = [d["index"] for d in levels]
         if not out_indices or any(i not in valid for i in out_indices):
             raise OptionError(
@@ -79,10 +81,16 @@ class TimmBackbone(Backbone):
         kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
-        self.model = timm.create_model(
-            model_name, pretrained=False, features_only=True, in_chans=in_chans,
-            out_indices=tuple(out_indices), **kwargs,
-        )  # fmt: skip
+        try:
+            self.model = timm.create_model(
+                model_name, pretrained=False, features_only=True, in_chans=in_chans,
+                out_indices=tuple(out_indices), **kwargs,
+            )  # fmt: skip
+        except TypeError as err:  # the model's constructor lacks an option (a ViT: dilation)
+            raise OptionError(
+                f"{self.name} does not take {', '.join(f'{k}={v}' for k, v in kwargs.items())} "
+                f"({err}); expected {', '.join(kwargs)} left at the default for it"
+            ) from None
         if norm_layer == "frozen_batchnorm":
             self.model = timm.layers.freeze_batch_norm_2d(self.model)
         nominal_stride = {d["index"]: d["reduction"] for d in levels}
@@ -92,6 +100,12 @@ class TimmBackbone(Backbone):
             )
             for d in self.model.feature_info.get_dicts()
         )
+        names = [f.name for f in self.feature_info]
+        if len(set(names)) < len(names):  # levels are looked up by name
+            raise OptionError(
+                f"{self.name}: out_indices={tuple(out_indices)!r} picks levels of one stride "
+                f"({names}); expected one level per stride"
+            )
         self.weights_target = self.model
         self._describe_renames(set(full.state_dict()))
         self.freeze([f"model.{n}" for n in self._frozen_children(levels, frozen_stages)])

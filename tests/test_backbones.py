@@ -170,3 +170,15 @@ def test_timm_backbone_contract():
     assert not model.train().model.layer1[0].bn1.training
     with pytest.raises(ValueError, match="out_indices=.* is out of range"):
         create_backbone("timm:resnet18", out_indices=(7,))
+
+
+def test_timm_vision_transformer_gives_one_named_level():
+    """A ViT's blocks all have stride 16: by default one level (three were all named c4, and
+    heads find levels by name); asking for dilation is an option error, not timm's TypeError."""
+    model = create_backbone("timm:vit_tiny_patch16_224")
+    assert [(f.name, f.stride) for f in model.feature_info] == [("c4", 16)]
+    assert model(torch.randn(1, 3, 224, 224))["c4"].shape == (1, 192, 14, 14)
+    with pytest.raises(ValueError, match=r"does not take output_stride=16 .*left at the default"):
+        create_backbone("timm:vit_tiny_patch16_224", output_stride=16)
+    with pytest.raises(ValueError, match=r"picks levels of one stride \(\['c4', 'c4'\]\)"):
+        create_backbone("timm:vit_tiny_patch16_224", out_indices=(10, 11))
