@@ -526,8 +526,15 @@ def test_coco_validation_categories_are_matched_by_name(tmp_path):
         _coco_doc([{"id": 1, "name": "bird"}],
                   [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": POLY}]),
     )  # fmt: skip
-    with pytest.raises(DataError, match="category 'bird' .* not one of the training classes"):
+    with pytest.raises(DataError, match=r"annotations\[0\]: category 'bird' .* not one of the"):
         _task(train=str(train), val=str(bird)).build_datasets()
+    listed = _coco_dir(  # a label of the project that no mask uses (CVAT lists them all)
+        tmp_path / "listed",
+        _coco_doc([{"id": 1, "name": "dog"}, {"id": 2, "name": "bird"}],
+                  [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": POLY}]),
+    )  # fmt: skip
+    _, val_set = _task(train=str(train), val=str(listed)).build_datasets()
+    assert val_set.raw(0)[1][4, 4] == 2
 
 
 def test_roboflow_group_category_is_not_a_class(tmp_path):

@@ -74,22 +74,24 @@ class CocoSource:
         cats, self.images, annotations = read_coco(json_path, root)
         own = [name for _, name in sorted(cats.items()) if not _is_background(name)]
         self.class_names = list(class_names or ["background", *own])
-        label_of = {}
+        # None: a category the training classes lack, an error only where an annotation uses
+        # it (CVAT and Label Studio list every label of the project in each file)
+        label_of: dict[int, int | None] = {}
         for cat_id, name in cats.items():
-            if _is_background(name):
-                label_of[cat_id] = 0
-            elif name in self.class_names:
-                label_of[cat_id] = self.class_names.index(name)
-            else:
-                raise DataError(
-                    f"{src}: category {name!r} (id {cat_id}) is not one of the training "
-                    f"classes {self.class_names[1:]} (expected the same category names)"
-                )
+            known = name in self.class_names
+            label_of[cat_id] = (
+                0 if _is_background(name) else (self.class_names.index(name) if known else None)
+            )
         # per image: (segmentation, label or ignore_index, is crowd, area)
         self.shapes: dict[int, list[tuple[Any, int, bool, float]]] = {k: [] for k in self.images}
         for i, ann in enumerate(annotations):
             where = f"{src} annotations[{i}]"
             image_id, cat = annotation_refs(ann, where, self.images, label_of)
+            if label_of[cat] is None:
+                raise DataError(
+                    f"{where}: category {cats[cat]!r} (id {cat}) is not one of the training "
+                    f"classes {self.class_names[1:]} (expected the same category names)"
+                )
             crowd = crowd_flag(ann, where)
             image = self.images[image_id]
             _check_geometry(ann.get("segmentation"), image.height, image.width, where, ann)
