@@ -81,6 +81,10 @@ def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
     assert preprocess["resize"] == "longest_side" and preprocess["scales"] == [1.0, 1.25]
     labels = OnnxModel(out, provider="cpu")(np.zeros((70, 90, 3), np.uint8))[0]["labels"]
     assert labels.shape == (70, 90)
+    old = tmp_path / "opset11.onnx"  # the oldest opset offered: no float64 Clip in ORT there
+    export = [str(ckpt), "--output", str(old), "--dynamic", "--opset", "11"]
+    assert load_tool("export_onnx").main(export) == 0
+    assert capsys.readouterr().out.count(" ok") == 3
 
 
 def test_classify_graph_has_the_evaluation_tta(tmp_path, capsys):

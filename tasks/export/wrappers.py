@@ -131,13 +131,15 @@ class SegmentExport(nn.Module):
             return logits, logits.argmax(1)
         h, w = torch.as_tensor(x.shape[-2]), torch.as_tensor(x.shape[-1])
         hw = torch.stack([h, w])  # the input size, which the logits return to
-        scale = torch.ones(1, dtype=torch.float64)
+        # Min/Max, not clamp: ONNX Runtime has no float64 Clip before opset 12
+        one = torch.ones(1, dtype=torch.float64)
+        scale = one
         if self.max_size:
-            scale = torch.clamp(scale64(self.max_size, torch.maximum(h, w)), max=1.0)
+            scale = torch.minimum(scale64(self.max_size, torch.maximum(h, w)), one)
         total = None
         for factor in self.scales:
             factor64 = torch.full((1,), factor, dtype=torch.float64)  # see scale64
-            size = hw.double().mul(scale * factor64).round().clamp(min=1)
+            size = torch.maximum(hw.double().mul(scale * factor64).round(), one)
             logits = ResizeTo.apply(self._logits(ResizeTo.apply(x, size)), hw)
             total = logits if total is None else total + logits
         logits = total if len(self.scales) == 1 else total / len(self.scales)
