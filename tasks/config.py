@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -249,23 +248,8 @@ def load_config(
     return obj
 
 
-# what training runs on (tasks.distributed.pick_device turns these into a torch.device)
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device_name(name: str, key: str = "train.device") -> str:
-    """``name`` when it is a device this toolkit trains and runs on, else a ``ConfigError``
-    (torch also knows ``mps``, ``xpu``, ``meta``, ...: they fail deep inside ``.to()``)."""
-    if not DEVICE_NAME.fullmatch(str(name)):
-        where = key if key.startswith("--") else f"config key {key!r}"
-        raise ConfigError(
-            f"{where}: device {name!r} is not a device name; expected auto, cpu, cuda or cuda:N"
-        )
-    return name
-
-
 def _checked_object(cfg: DictConfig) -> Any:
-    """Required, range, choice and device checks of a merged config; its dataclass instance."""
+    """Required, range and choice checks of a merged config; its dataclass instance."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"required config keys not set: {', '.join(missing)}")
@@ -289,9 +273,6 @@ def _checked_object(cfg: DictConfig) -> Any:
             raise ConfigError(
                 f"config key {key!r} = {value!r} is not one of {', '.join(allowed)}{did_you_mean}"
             )
-    device = OmegaConf.select(cfg, "train.device")
-    if device is not None:
-        check_device_name(device)
     return OmegaConf.to_object(cfg)
 
 

@@ -47,9 +47,11 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # torch's mps, xpu, meta, ...
+        raise ConfigError(  # fail deep inside .to(): not devices this toolkit runs on
             f"device {name!r} is not a device name; expected auto, cpu, cuda or cuda:N"
-        ) from None
+        )
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(

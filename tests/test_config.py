@@ -206,4 +206,4 @@ def test_empty_override_of_an_optional_key_is_refused() -> None:
 @pytest.mark.parametrize("device", ["mps", "meta", "xpu", "cuda:x"])
 def test_devices_torch_knows_but_we_do_not_run_on_are_config_errors(device: str) -> None:
     with pytest.raises(ConfigError, match=rf"device '{device}' is not a device name"):
-        load_config(ToyConfig, overrides=[f"train.device={device}"])
+        pick_device(load_config(ToyConfig, overrides=[f"train.device={device}"]).train.device)

@@ -16,7 +16,7 @@ import torch
 
 from tasks import checkpoint, data, distributed
 from tasks.cli import run_tool
-from tasks.config import ConfigError, check_device_name
+from tasks.config import ConfigError
 from tasks.engine import check_writable_dir
 from tasks.loading import load_task
 from tasks.logging_utils import jsonable
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"--out {str(out)!r}: expected a file path in an existing folder"
             )
         check_writable_dir(out.parent, "--out")  # before the evaluation, not after it
-        check_device_name(args.device, "--device")
         print(f"evaluating {path}")
         state, metadata = checkpoint.read_weights(path)
         task = load_task(metadata, path, args.overrides)

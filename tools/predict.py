@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tasks import distributed, load_model
 from tasks.cli import run_tool
-from tasks.config import check_device_name
 from tasks.engine import check_writable_dir
 from tasks.images import list_images
 
@@ -27,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out) if args.out else None
         if out_dir is not None:  # a file, under a file, read-only: before the model loads
             check_writable_dir(out_dir)
-        device = distributed.pick_device(check_device_name(args.device, "--device"))
+        device = distributed.pick_device(args.device)
         model, task = load_model(args.checkpoint, device)
         named = out_dir is not None and task.writes_image_files
         images = list_images(args.images, unique_stems=named)
