@@ -73,6 +73,19 @@ def _ort_quiet() -> Iterator[None]:
         ort.set_default_logger_severity(2)  # ORT's default: warnings and above
 
 
+class UnloadableModelError(ValueError):
+    """ONNX Runtime cannot load the file: not an ONNX model, a broken one, or operators this
+    ONNX Runtime lacks. ``reason``: ORT's own first line, for callers that know the file is a
+    fresh export (``tools/export_onnx.py`` names the opset instead)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{str(path)!r} is not a loadable ONNX model ({reason}); expected a file written "
+            "by tools/export_onnx.py"
+        )
+        self.reason = reason
+
+
 def create_session(
     path: str | Path, provider: str = "auto", threads: int | None = None
 ) -> ort.InferenceSession:
@@ -98,10 +111,7 @@ def create_session(
                 session = ort.InferenceSession(str(path), options, providers=chain[first:])
         except Exception as err:  # a listed GPU provider whose libraries or device are missing
             if chain[first:] == [CPU]:  # the file itself: not an ONNX model, or a broken one
-                raise ValueError(
-                    f"{str(path)!r} is not a loadable ONNX model ({str(err).splitlines()[0]}); "
-                    "expected a file written by tools/export_onnx.py"
-                ) from None
+                raise UnloadableModelError(path, str(err).splitlines()[0]) from None
             skipped.append(f"{chain[first]} failed to start ({str(err).splitlines()[0]})")
             continue
         if session.get_providers()[0] != chain[first]:  # ORT dropped them and fell back itself

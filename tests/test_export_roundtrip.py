@@ -211,6 +211,17 @@ def test_detection_graph_keeps_a_side_that_scales_below_one_pixel(tmp_path, caps
         assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
 
 
+def test_an_opset_onnx_runtime_cannot_run_is_named_as_such(tmp_path, capsys):
+    """RoiAlign-22 exports, but this ONNX Runtime has no kernel for it: the error names the
+    opset and ORT's reason, not a temporary file that "is not a loadable ONNX model"."""
+    ckpt = make_checkpoint(tmp_path, "detect")
+    out = tmp_path / "m.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--opset", "22"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot run the graph exported at --opset 22" in err and "RoiAlign(22)" in err
+    assert ".export-" not in err and not out.exists()
+
+
 def test_bad_opset_output_folder_and_val_data_fail_before_the_export(tmp_path, capsys, monkeypatch):
     """Each is one error line (exit 2) naming the argument, before any exporting: an opset
     the exporter cannot write (7 dumped the whole graph and said 'NoneType' object is not

@@ -32,7 +32,7 @@ from tasks.export.onnx_export import (
 )
 from tasks.export.parity import TOLERANCE, check_parity, parity_batches, parity_sizes
 from tasks.export.spec import build_export
-from tasks.inference import OnnxModel
+from tasks.inference import OnnxModel, UnloadableModelError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,14 +54,11 @@ def run_parity(task, model, spec, path: Path, dynamic: bool, batch: int, opset: 
     """Print one line per checked shape; raise ExportError when any differs too much."""
     try:
         onnx_model = OnnxModel(path, provider="cpu")
-    except ValueError as err:  # the graph is valid ONNX that this ONNX Runtime cannot run
+    except UnloadableModelError as err:  # valid ONNX that this ONNX Runtime cannot run
         import onnxruntime
 
-        # create_session says "<file> is not a loadable ONNX model (<ORT's reason>); expected
-        # a file written by tools/export_onnx.py": only the reason applies to a fresh export
-        detail = str(err).split(" model (", 1)[-1].rsplit("); expected", 1)[0][:200]
         message = (f"ONNX Runtime {onnxruntime.__version__} cannot run the graph exported at "
-                   f"--opset {opset} ({detail})")  # fmt: skip
+                   f"--opset {opset} ({err.reason[:200]})")  # fmt: skip
         if opset == DEFAULT_OPSET:
             raise ExportError(message + "; nothing written") from None
         tested = f"the default --opset {DEFAULT_OPSET} is the tested one"
