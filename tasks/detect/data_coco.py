@@ -9,6 +9,7 @@ Layout (``data.train=DIR``): ``DIR/annotations.json`` or a single
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from tasks.detect.records import (
     AnnotationError,
     ImageRecord,
     check_pixel_units,
+    file_id,
     label_of,
     make_record,
 )
@@ -44,9 +46,9 @@ def _bbox(ann: dict[str, Any], where: str) -> list[float]:
 def _check_unique_files(images: dict[int, CocoImage], src: str) -> None:
     """Two ``images`` entries naming one file (merged exports) would make it two samples,
     each with part of its boxes: the other part would be trained as background."""
-    seen: dict[Path, int] = {}
-    for image_id, im in images.items():
-        first = seen.setdefault(im.path.resolve(), image_id)
+    seen: dict[Hashable, int] = {}
+    for image_id, im in images.items():  # links resolved: a link and its target are one file
+        first = seen.setdefault(file_id(im.path.resolve()), image_id)
         if first != image_id:
             raise AnnotationError(
                 f"{src}: images with id {first} and id {image_id} both name file "

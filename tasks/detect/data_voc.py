@@ -18,7 +18,6 @@ an error (a copied XML whose ``<filename>`` was not updated).
 
 from __future__ import annotations
 
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tasks.detect.records import (
     AnnotationError,
     ImageRecord,
     check_pixel_units,
+    file_id,
     label_of,
     make_record,
 )
@@ -115,7 +115,7 @@ def _find_image(
             return path
     found: dict[Hashable, Path] = {}  # x.jpg and x.JPG: one file on a case-insensitive disk
     for path in by_stem.get(stem, ()):  # any spelling of the extension: x.Jpg, x.JPEG
-        found.setdefault(_file_id(path), path)
+        found.setdefault(file_id(path), path)
     if len(found) > 1:
         names = sorted(p.name for p in found.values())
         why = f"image {filename!r} not found" if filename else "no <filename>"
@@ -155,7 +155,7 @@ def _records(
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
         where = str(xml_path)
         path = _find_image(images_dir, filename, xml_path.stem, where, by_stem)
-        first = annotated_by.setdefault(_file_id(path), xml_path)
+        first = annotated_by.setdefault(file_id(path), xml_path)
         if first != xml_path:  # an XML copied from another keeps the old <filename>
             stale, other = (xml_path, first) if xml_path.stem != path.stem else (first, xml_path)
             raise AnnotationError(
@@ -200,11 +200,11 @@ def load_voc_folder(
         raise FileNotFoundError(f"no *.xml files in {str(folder)!r}{hint}")
     records, class_names = _records(xml_paths, root / "images", class_names, fix)
     images = root / "images"
-    annotated = {_file_id(r.path) for r in records}  # not names: case-insensitive file systems
+    annotated = {file_id(r.path) for r in records}  # not names: case-insensitive file systems
     extra = sorted(
         p
         for p in images.iterdir()
-        if is_image_file(p) and not is_hidden(p, images) and _file_id(p) not in annotated
+        if is_image_file(p) and not is_hidden(p, images) and file_id(p) not in annotated
     )
     for image_id, path in enumerate(extra, start=len(records) + 1):
         width, height = displayed_size(path)
@@ -232,15 +232,6 @@ def _note_case_twins(class_names: list[str]) -> None:
             f"note: VOC <name> values {twins} differ only in letter case; each is its own class "
             "(rename them in the XML files to merge them)"
         )
-
-
-def _file_id(path: Path) -> Hashable:
-    """(device, inode) of the directory entry: one file however its name is spelled
-    (``IMG.JPG`` / ``img.jpg`` on a case-insensitive file system, two files on a case-sensitive
-    one); links are their own entries. The normalised path where a file system reports no
-    inode numbers (0)."""
-    stat = path.lstat()
-    return (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.normcase(path.absolute())
 
 
 def is_vocdevkit(root: Path) -> bool:

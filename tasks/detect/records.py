@@ -7,6 +7,8 @@ so a bad label is fixed in the file, not guessed from a torch assertion.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,15 @@ def check_boxes(
                 f"0 <= y <= {height}) {hint}"
             )
     return np.ones(len(boxes), dtype=bool), 0
+
+
+def file_id(path: Path) -> Hashable:
+    """(device, inode) of the directory entry: one file however its name is spelled
+    (``IMG.JPG`` / ``img.jpg`` on a case-insensitive file system, two files on a case-sensitive
+    one); links are their own entries. The normalised path where a file system reports no
+    inode numbers (0)."""
+    stat = path.lstat()
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else os.path.normcase(path.absolute())
 
 
 def check_pixel_units(boxes: list[list[float]], where: str) -> None:
