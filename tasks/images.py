@@ -92,11 +92,7 @@ def is_hidden(path: Path, root: Path) -> bool:
     """True when a file or folder between ``root`` and ``path`` is hidden (``.DS_Store``,
     macOS ``._x.jpg``, ``.ipynb_checkpoints/``) or is the ``__MACOSX/`` folder macOS zips
     carry: such files are never data."""
-    return any(_is_hidden_name(part) for part in path.relative_to(root).parts)
-
-
-def _is_hidden_name(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
+    return any(p.startswith(".") or p == "__MACOSX" for p in path.relative_to(root).parts)
 
 
 def walk(folder: Path) -> list[Path]:
@@ -113,6 +109,13 @@ def walk(folder: Path) -> list[Path]:
         seen.add(real)
         found += [Path(top) / n for n in [*dirs, *names]]
     return found
+
+
+def image_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files in ``folder`` (with ``recursive``, below it too: ``walk``), sorted; hidden
+    ones and ``__MACOSX/`` (``is_hidden``) and folders named like images left out."""
+    paths = walk(folder) if recursive else folder.iterdir()
+    return sorted(p for p in paths if is_image_file(p) and not is_hidden(p, folder) and p.is_file())
 
 
 def swapped_size_hint(actual_hw: tuple[int, ...], expected_hw: tuple[int, ...]) -> str:

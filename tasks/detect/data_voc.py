@@ -32,12 +32,7 @@ from tasks.detect.records import (
     label_of,
     make_record,
 )
-from tasks.images import (
-    checked_size,
-    displayed_size,
-    is_hidden,
-    is_image_file,
-)
+from tasks.images import checked_size, displayed_size, image_files
 
 
 @dataclass
@@ -136,9 +131,8 @@ def _images_by_stem(images_dir: Path) -> dict[str, list[Path]]:
     (``x.Jpg``, ``x.JPEG``): listed once per load, not probed per XML and extension."""
     by_stem: dict[str, list[Path]] = {}
     if images_dir.is_dir():
-        for path in sorted(images_dir.iterdir()):
-            if is_image_file(path) and path.is_file():
-                by_stem.setdefault(path.stem, []).append(path)
+        for path in image_files(images_dir, recursive=False):
+            by_stem.setdefault(path.stem, []).append(path)
     return by_stem
 
 
@@ -201,11 +195,7 @@ def load_voc_folder(
     records, class_names = _records(xml_paths, root / "images", class_names, fix)
     images = root / "images"
     annotated = {file_id(r.path) for r in records}  # not names: case-insensitive file systems
-    extra = sorted(
-        p
-        for p in images.iterdir()
-        if is_image_file(p) and not is_hidden(p, images) and file_id(p) not in annotated
-    )
+    extra = [p for p in image_files(images, recursive=False) if file_id(p) not in annotated]
     for image_id, path in enumerate(extra, start=len(records) + 1):
         width, height = displayed_size(path)
         records.append(

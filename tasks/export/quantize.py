@@ -26,7 +26,7 @@ from PIL import Image
 from tasks.base import Task
 from tasks.export.evaluate import EVAL_IMAGES, evaluate_onnx, latency_ms, spread
 from tasks.export.metadata import read_metadata, write_metadata
-from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb
+from tasks.images import DataError, image_files, read_image_rgb
 from tasks.inference import IMAGE_EXTENSIONS, OnnxModel
 
 CALIBRATION_IMAGES = 64  # images read from the calibration folder at most
@@ -52,7 +52,7 @@ def calibration_files(folder: str | Path, limit: int = CALIBRATION_IMAGES) -> li
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} is not a folder; expected calibration images"
         )
-    files = sorted(p for p in folder.rglob("*") if is_image_file(p) and not is_hidden(p, folder))
+    files = image_files(folder)
     if not files:
         raise FileNotFoundError(
             f"--int8 {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected "

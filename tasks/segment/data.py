@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from tasks.coco import LAYOUTS as COCO_LAYOUTS
 from tasks.coco import annotation_refs, crowd_flag, entry_float, find_coco_json, read_coco
 from tasks.data import read_name_list
-from tasks.images import DataError, is_hidden, is_image_file, read_image_rgb, walk
+from tasks.images import DataError, image_files, read_image_rgb
 from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
@@ -240,17 +240,6 @@ class SubsetSource:
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation")
 
 
-def _visible_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (with ``recursive``, in its sub-folders too, symlinked ones
-    followed once), sorted; hidden ones (``.DS_Store``, macOS ``._x.png``,
-    ``.ipynb_checkpoints/``) skipped."""
-    paths = walk(folder) if recursive else folder.iterdir()
-    return [
-        p for p in sorted(paths)
-        if is_image_file(p) and not is_hidden(p, folder) and p.is_file()
-    ]  # fmt: skip
-
-
 def _key(path: Path, folder: Path) -> str:
     """What pairs an image with its mask: the path below ``folder`` without the extension
     (``a/b.jpg`` -> ``a/b``; the stem for a file directly inside it)."""
@@ -265,8 +254,8 @@ def folder_pairs(root: Path) -> list[tuple[Path, Path]]:
     masks that fit one image (``0.png``, ``0_mask.png``), are errors: a pairing would be a
     guess."""
     image_dir, mask_dir = root / "images", root / "masks"
-    mask_files = _visible_images(mask_dir, recursive=True)
-    images = _visible_images(image_dir, recursive=True)
+    mask_files = image_files(mask_dir)
+    images = image_files(image_dir)
     if not images:
         raise FileNotFoundError(f"no image files in {str(image_dir)!r}")
     for folder, files in ((image_dir, images), (mask_dir, mask_files)):
@@ -329,8 +318,8 @@ def voc_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
             f"{split}.txt naming the {split} images one per line (rename or copy a list to it)"
         )
     names = read_name_list(listing)
-    images = {p.stem: p for p in _visible_images(root / "JPEGImages")}
-    masks = {p.stem: p for p in _visible_images(root / "SegmentationClass")}
+    images = {p.stem: p for p in image_files(root / "JPEGImages", recursive=False)}
+    masks = {p.stem: p for p in image_files(root / "SegmentationClass", recursive=False)}
     pairs = []
     for n in names:
         mask = root / "SegmentationClass" / f"{n}.png"  # else by stem: .PNG, .bmp, ...
