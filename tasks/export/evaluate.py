@@ -27,13 +27,22 @@ def spread(total: int, limit: int) -> list[int]:
     return [i * total // limit for i in range(limit)]
 
 
-def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
+def _classify_listing(task: Task, folder: Path):  # noqa: ANN202 - tasks.classify.data's type
+    """``folder``'s ImageFolder listing; a class the model does not know is a DataError."""
     from tasks.classify.data import scan_image_folder
 
     listing = scan_image_folder(folder, field="--val")
     unknown = sorted(set(listing.class_names) - set(task.class_names))
     if unknown:
-        raise DataError(f"--val {str(folder)!r} has classes {unknown} the model does not know")
+        raise DataError(
+            f"--val {str(folder)!r} has classes {unknown[:10]} the model does not know "
+            f"(it knows {list(task.class_names)[:10]})"
+        )
+    return listing
+
+
+def _classify(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
+    listing = _classify_listing(task, folder)
     remap = [task.class_names.index(c) for c in listing.class_names]
     hits = 0
     pairs = [(listing.paths[i], listing.labels[i]) for i in spread(len(listing.paths), limit)]
@@ -106,15 +115,7 @@ def check_val_data(task: Task, folder: str | Path) -> None:
     the wrong kind of data is one error before the export, not after it."""
     folder = check_folder(folder)
     if task.name == "classify":
-        from tasks.classify.data import scan_image_folder
-
-        listing = scan_image_folder(folder, field="--val")
-        unknown = sorted(set(listing.class_names) - set(task.class_names))
-        if unknown:
-            raise DataError(
-                f"--val {str(folder)!r} has classes {unknown[:10]} the model does not know "
-                f"(it knows {list(task.class_names)[:10]})"
-            )
+        _classify_listing(task, folder)
     else:
         _val_task(task, folder).build_val_dataset()
 
