@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
@@ -46,3 +48,20 @@ def test_losses_in_eval_mode_match_training_mode_parts():
     assert set(train_out.losses) == set(eval_out.losses) == keys
     assert train_out.preds == [] and len(eval_out.preds) == 2
     assert model(images).losses == {}
+
+
+def test_a_flat_first_image_does_not_change_later_detections():
+    """torchvision's MultiScaleRoIAlign guesses the levels' scales from the first batch's image
+    height and keeps them: after a 100 x 1000 panorama (resized to 16 x 160, padded to 32),
+    every later image would pool c2 at 1/2 instead of 1/4. The head sets them from the strides."""
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18", norm_layer="groupnorm")
+    head = FasterRCNNHead(backbone.feature_info, 3, fpn_channels=32, score_thresh=0.0)
+    fresh = Detector(backbone, head, min_size=96, max_size=160).eval()
+    after_flat = copy.deepcopy(fresh)
+    image = torch.rand(3, 96, 128)
+    with torch.no_grad():
+        after_flat([torch.rand(3, 100, 1000)])
+        expected, got = fresh([image]).preds[0], after_flat([image]).preds[0]
+    assert len(expected["boxes"]) > 0
+    torch.testing.assert_close(got, expected)

@@ -19,6 +19,7 @@ torchvision.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -38,6 +39,7 @@ from torchvision.models.detection.rpn import (
 )
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.poolers import initLevelMapper
 
 from backbones.base import FeatureInfo
 from backbones.registry import OptionError
@@ -111,6 +113,12 @@ class FasterRCNNHead(nn.Module):
             nms_thresh=0.7,
         )
         pool = MultiScaleRoIAlign([f.name for f in feature_info], output_size=7, sampling_ratio=2)
+        # torchvision infers each level's scale from the first batch's unpadded image height
+        # and keeps it for every later batch: a flat first image (16 x 160, padded to 32 x 160)
+        # makes c2 pool at 1/2 instead of 1/4 for the rest of the process. The strides are known.
+        strides = [f.stride for f in feature_info]
+        pool.scales = [1.0 / s for s in strides]
+        pool.map_levels = initLevelMapper(int(math.log2(strides[0])), int(math.log2(strides[-1])))
         if box_head == "mlp":
             head: nn.Module = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
         else:

@@ -22,8 +22,6 @@ the final per-class NMS into padded outputs); ``tasks.export.fcos`` builds FCOS 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -31,7 +29,6 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import roi_align
-from torchvision.ops.poolers import initLevelMapper
 
 from tasks.export.wrappers import ResizeTo, scale64
 
@@ -173,14 +170,6 @@ class FasterRCNNExport(DetectorExport):
         head = detector.head
         super().__init__(detector, head.roi_heads.detections_per_img)
         self.fpn, self.rpn, self.roi = head.fpn, head.rpn, head.roi_heads
-        pool = self.roi.box_roi_pool
-        strides = {f.name: f.stride for f in detector.backbone.feature_info}
-        self.pool_names = list(pool.featmap_names)
-        self.pool_scales = [1.0 / strides[n] for n in self.pool_names]
-        self.mapper = initLevelMapper(
-            int(math.log2(strides[self.pool_names[0]])),
-            int(math.log2(strides[self.pool_names[-1]])),
-        )
 
     def _proposals(
         self, x: Tensor, levels: list[Tensor], size: tuple[Tensor, Tensor]
@@ -222,12 +211,12 @@ class FasterRCNNExport(DetectorExport):
         The levels' results are concatenated and put back in order with ONE gather (eager
         torchvision writes each level into a zero tensor; in ONNX that is one full copy of
         the ~50 MB result per level)."""
-        pool = self.roi.box_roi_pool
+        pool = self.roi.box_roi_pool  # its scales and level mapper are set by FasterRCNNHead
         rois = torch.cat([batch_idx[:, None].to(boxes), boxes], 1)
-        target = self.mapper([boxes])
-        feats = [pyramid[n] for n in self.pool_names]
+        target = pool.map_levels([boxes])
+        feats = [pyramid[n] for n in pool.featmap_names]
         order, pooled = [], []
-        for level, (feat, scale) in enumerate(zip(feats, self.pool_scales, strict=True)):
+        for level, (feat, scale) in enumerate(zip(feats, pool.scales, strict=True)):
             idx = torch.nonzero(target == level).flatten()
             order.append(idx)
             pooled.append(roi_align(feat, rois[idx], pool.output_size, scale, pool.sampling_ratio))
