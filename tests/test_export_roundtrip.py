@@ -201,14 +201,20 @@ def test_bad_export_and_eval_arguments_fail_before_any_work(tmp_path, capsys):
 
 def test_detection_graph_keeps_a_side_that_scales_below_one_pixel(tmp_path, capsys):
     """A 4 x 1000 strip scales by 160 / 1000 to 0.64 x 160 pixels: the graph keeps one pixel
-    instead of ONNX Runtime's 'Scale value should be greater than 0' from its Resize."""
+    instead of ONNX Runtime's 'Scale value should be greater than 0' from its Resize, and the
+    eager model (tools/predict.py) does the same instead of failing in torchvision's resize."""
     ckpt = make_checkpoint(tmp_path, "detect")
     out = tmp_path / "model.onnx"
     assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
-    model = OnnxModel(out, provider="cpu")
-    for shape in ((4, 1000, 3), (1000, 4, 3)):
-        res = model(np.full(shape, 128, np.uint8))[0]
-        assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
+    onnx_model = OnnxModel(out, provider="cpu")
+    eager, _ = load_model(ckpt)
+    for h, w in ((4, 1000), (1000, 4)):
+        x = torch.randint(0, 256, (1, 3, h, w), generator=torch.Generator().manual_seed(h),
+                          dtype=torch.uint8)  # fmt: skip
+        onnx_out = onnx_model.run_batch(x.numpy())
+        assert onnx_out["num_detections"][0] > 0, "score_thresh 0 keeps detections"
+        row = parity.compare_detections(eager, x, onnx_out)
+        assert row.ok, f"{h}x{w}: {row.detail}"
 
 
 def test_an_opset_onnx_runtime_cannot_run_is_named_as_such(tmp_path, capsys):

@@ -7,15 +7,39 @@ and strides from ``backbone.feature_info``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from heads.base import HeadOutput
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DetectorTransform(GeneralizedRCNNTransform):
+    """torchvision's resize/normalise/pad transform, except that an image so thin that its
+    short side would scale below one pixel (a 10 x 4000 strip at ``max_size`` 256) keeps one
+    pixel there, as the exported graph does (``tasks.export.detection``); torchvision's
+    ``interpolate`` call fails on a size of 0."""
+
+    def resize(
+        self, image: Tensor, target: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor] | None]:
+        h, w = image.shape[-2:]
+        if min(h, w) * self.max_size >= max(h, w):  # every min_size keeps both sides >= 1 px
+            return super().resize(image, target)
+        # here the long side sets the scale at every min_size (short * scale < 1 <= min_size)
+        scale = self.max_size / max(h, w)
+        size = [max(1, math.floor(h * scale)), max(1, math.floor(w * scale))]
+        resized = nn.functional.interpolate(
+            image[None], size=size, mode="bilinear", align_corners=False
+        )[0]
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), (size[0], size[1]))
+        return resized, target
 
 
 class Detector(nn.Module):
@@ -40,7 +64,7 @@ class Detector(nn.Module):
         image_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
-        self.transform = GeneralizedRCNNTransform(
+        self.transform = DetectorTransform(
             min_size if isinstance(min_size, int) else tuple(min_size),
             max_size,
             list(image_mean),
