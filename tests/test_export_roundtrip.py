@@ -68,6 +68,16 @@ def test_dynamic_export_matches_pytorch(tmp_path, capsys, task_name):
         assert res["boxes"].shape[1] == 4 and len(res["scores"]) == len(res["labels"])
 
 
+@pytest.mark.parametrize("head", ["deeplabv3", "pspnet"])
+def test_every_segmentation_head_exports_with_dynamic_sizes(tmp_path, capsys, head):
+    """The default head (deeplabv3plus) is exported above; PSPNet's pyramid pooling used to stop
+    the exporter ('adaptive_avg_pool2d, input size not accessible')."""
+    ckpt = make_checkpoint(tmp_path, "segment", f"model.head={head}")
+    out = tmp_path / "model.onnx"
+    assert load_tool("export_onnx").main([str(ckpt), "--output", str(out), "--dynamic"]) == 0
+    assert capsys.readouterr().out.count(" ok") == 3
+
+
 def test_segment_export_runs_at_the_training_scale(tmp_path, capsys):
     """data.max_size=48: the graph shrinks 64-pixel images to 48, runs at 48 and 60 px
     (multi-scale TTA) and answers at 64; parity with eager is checked at three sizes."""

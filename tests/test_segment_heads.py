@@ -16,6 +16,7 @@ from heads.segmentation import (
     from_torchvision_state_dict,
 )
 from heads.segmentation.base import atrous_rates
+from heads.segmentation.pspnet import AdaptiveAvgPool
 
 
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
@@ -114,3 +115,12 @@ def test_deeplabv3_resnet50_matches_torchvision():
         got = ours(x).preds
     assert got.shape == expected.shape == (1, 21, 129, 97)
     assert (got - expected).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 4), (17, 23)])
+def test_pyramid_pooling_equals_adaptive_avg_pool(size):
+    """PSPNet's bins as matrix products (exportable with dynamic sizes) average exactly the
+    pixels ``nn.AdaptiveAvgPool2d`` does, also where bins overlap (sizes not divisible)."""
+    x = torch.randn(2, 3, *size)
+    for bins in (1, 2, 3, 6):
+        torch.testing.assert_close(AdaptiveAvgPool(bins)(x), torch.nn.AdaptiveAvgPool2d(bins)(x))

@@ -14,6 +14,32 @@ from heads.segmentation.deeplab import conv_bn_relu
 from heads.segmentation.loss import SegmentationLoss
 
 
+def _bin_weights(size: Tensor | int, bins: int, like: Tensor) -> Tensor:
+    """Tensor[bins, size]: row i averages the pixels ``AdaptiveAvgPool2d`` puts in bin i
+    (``floor(i * size / bins)`` up to ``ceil((i + 1) * size / bins)``)."""
+    index = torch.arange(bins, device=like.device)
+    start = torch.div(index * size, bins, rounding_mode="floor")
+    end = torch.div((index + 1) * size + bins - 1, bins, rounding_mode="floor")
+    pos = torch.arange(size, device=like.device)[None]
+    inside = (pos >= start[:, None]) & (pos < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+class AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(bins)`` as two matrix products, so that an exported graph keeps
+    its height and width dynamic (the ONNX exporter refuses adaptive pooling to more than one
+    bin on a size it cannot read): Tensor[B, C, H, W] -> Tensor[B, C, bins, bins]."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = _bin_weights(x.shape[-2], self.bins, x)
+        cols = _bin_weights(x.shape[-1], self.bins, x)
+        return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
 class PyramidPooling(nn.Module):
     """Average-pool to each bin size, 1x1-reduce to ``in_channels // len(bins)``, upsample and
     concatenate with the input: Tensor[B, C, h, w] -> Tensor[B, 2C, h, w] (Zhao et al. 2017)."""
@@ -22,8 +48,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         reduced = in_channels // len(bins)
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), conv_bn_relu(in_channels, reduced, 1))
-            for b in bins
+            nn.Sequential(AdaptiveAvgPool(b), conv_bn_relu(in_channels, reduced, 1)) for b in bins
         )
         self.out_channels = in_channels + reduced * len(bins)
 
