@@ -69,8 +69,8 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A fresh model for ``self.class_names``; it has a ``.backbone`` attribute."""
 
-    def val_batch_size(self) -> int:
-        """Images per validation batch (default: ``train.batch_size``)."""
+    def val_batch_size(self, val_set: Dataset) -> int:
+        """Images per validation batch of ``val_set`` (default: ``train.batch_size``)."""
         return self.cfg.train.batch_size
 
     def collate(self, samples: Sequence[Any]) -> Any:

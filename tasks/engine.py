@@ -217,7 +217,7 @@ class Trainer:
         self.budget_s = cfg.max_minutes * 60.0
         self.val_loader = data.val_loader(
             self.val_set,
-            batch_size=task.val_batch_size(),
+            batch_size=task.val_batch_size(self.val_set),
             collate=task.collate,
             num_workers=cfg.num_workers,
         )

@@ -487,6 +487,16 @@ def test_voc_lists_with_a_bom_png_images_and_missing_images(tmp_path):
         open_source(str(root), "train", ignore_index=255)
 
 
+def test_a_class_name_used_twice_is_refused(tmp_path):
+    """per_class_iou is keyed by name: ["bg", "x", "x"] wrote two IoUs for three classes,
+    the second "x" overwriting the first."""
+    cfg = SegmentConfig()
+    cfg.data.train = str(_folder(tmp_path / "d"))
+    cfg.data.class_names = ["bg", "x", "x"]
+    with pytest.raises(ConfigError, match=r"data.class_names=.* names classes \[1, 2\] 'x'"):
+        SegmentTask(cfg).build_datasets()
+
+
 def _coco_doc(cats, anns, height=20, width=30) -> dict:
     return {
         "images": [{"id": 1, "file_name": "p.jpg", "height": height, "width": width}],

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         model.to(device).eval()
         loader = data.val_loader(
             val_set,
-            batch_size=task.val_batch_size(),
+            batch_size=task.val_batch_size(val_set),
             collate=task.collate,
             num_workers=task.cfg.train.num_workers,
         )

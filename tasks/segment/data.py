@@ -11,7 +11,8 @@
           ignore_index, larger objects drawn first so small ones stay visible).
 
 With no path, the synthetic shapes set (``tasks.shapes``) is used. A source yields
-``(image uint8 [H, W, 3], mask int64 [H, W], where)``; ``where`` names the files for errors.
+``(image uint8 [H, W, 3], mask int64 [H, W], where)``; ``where`` names the files for errors;
+``image_size(i)`` is item i's (H, W) as decoded, from a header or the annotations (no pixels).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from tasks.coco import LAYOUTS as COCO_LAYOUTS
 from tasks.coco import annotation_refs, crowd_flag, entry_float, find_coco_json, read_coco
 from tasks.data import read_name_list
-from tasks.images import DataError, image_files, read_image_rgb
+from tasks.images import DataError, displayed_size, image_files, read_image_rgb
 from tasks.segment.augment import mask_dtype
 from tasks.segment.masks import check_mask, read_mask
 from tasks.shapes import SHAPE_CLASSES, make_shapes_sample, semantic_mask
@@ -50,6 +51,10 @@ class PairSource:
 
     def load_mask(self, i: int) -> np.ndarray:
         return read_mask(self.pairs[i][1], **self.mask_options)
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        width, height = displayed_size(self.pairs[i][0])  # EXIF turns applied, as decoded
+        return height, width
 
     def load(self, i: int) -> Sample:
         image_path, mask_path = self.pairs[i]
@@ -103,6 +108,10 @@ class CocoSource:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        image = self.images[self.ids[i]]
+        return image.height, image.width
 
     def load_mask(self, i: int) -> np.ndarray:
         """int64 [H, W]: crowd regions first, then objects from large to small, so small
@@ -213,6 +222,9 @@ class ShapesSource:
     def load_mask(self, i: int) -> np.ndarray:
         return self.load(i)[1]
 
+    def image_size(self, i: int) -> tuple[int, int]:
+        return self.size, self.size
+
     def load(self, i: int) -> Sample:
         sample = make_shapes_sample(i, seed=self.seed, size=self.size)
         return sample.image, semantic_mask(sample).astype(np.int64), f"shapes #{i}"
@@ -230,6 +242,9 @@ class SubsetSource:
 
     def load_mask(self, i: int) -> np.ndarray:
         return self.source.load_mask(self.indices[i])
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        return self.source.image_size(self.indices[i])
 
     def load(self, i: int) -> Sample:
         return self.source.load(self.indices[i])
@@ -443,6 +458,13 @@ class SegmentationDataset(Dataset):
 
     def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self._cache[i] if self._cache is not None else self._load(i)
+
+    def image_sizes(self) -> set[tuple[int, int]]:
+        """The distinct (H, W) of the images as decoded: from the cache, else from headers or
+        annotations (``source.image_size``), never by decoding pixels."""
+        if self._cache is not None:
+            return {image.shape[:2] for image, _ in self._cache}
+        return {tuple(self.source.image_size(i)) for i in range(len(self.source))}
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, mask = self.raw(i)

@@ -184,7 +184,15 @@ class SegmentTask(Task):
                 f"{k}; give one value per class"
             )
         names = list(d.class_names) or train.class_names[:k]
-        self.class_names = names + [str(i) for i in range(len(names), k)]
+        names += [str(i) for i in range(len(names), k)]
+        repeated = sorted({n for n in names if names.count(n) > 1})  # COCO refuses its own
+        if repeated:  # per-class IoU, pixel fractions and the ONNX metadata go by name
+            labels = [i for i, n in enumerate(names) if n == repeated[0]]
+            raise ConfigError(
+                f"data.class_names={names} names classes {labels} {repeated[0]!r}; expected "
+                "one name per class (metrics.json's per_class_iou would keep one of them)"
+            )
+        self.class_names = names
         return k
 
     def _scan_label_space(self, train: Any, val: Any) -> int:
@@ -222,12 +230,17 @@ class SegmentTask(Task):
             num_classes=k, ignore_index=d.ignore_index, in_memory=d.in_memory,
         )  # fmt: skip
 
-    def val_batch_size(self) -> int:
-        """1 with ``data.max_size`` or ``data.eval_scales``: each whole image must be resized
-        by its own size (a padded batch would be resized by the largest one's, padding blended
-        into the edges), as ``tools/predict.py`` and the ONNX graph do."""
+    def val_batch_size(self, val_set: SegmentationDataset) -> int:
+        """``train.batch_size`` when every image of ``val_set`` has one size, else 1, so that
+        evaluation scores the predictions ``tools/predict.py`` and the ONNX graph make (one
+        image at a time, padded only to the output stride): in a batch padded to its largest
+        image, the ASPP / pyramid pooling averages over the padding and the convolutions at
+        the image's right and bottom edges see it, and flip TTA moves it to the left, so the
+        mIoU would depend on which images share a batch. 1 with ``data.max_size`` or
+        ``data.eval_scales`` too: each whole image must be resized by its own size."""
         d = self.cfg.data
         one_by_one = d.max_size or tuple(d.eval_scales) != (1.0,)
+        one_by_one = one_by_one or len(val_set.image_sizes()) > 1  # headers only, no pixels
         return 1 if one_by_one else self.cfg.train.batch_size
 
     def collate(self, samples: Sequence[Any]) -> tuple[Tensor, Tensor]:
@@ -353,7 +366,10 @@ class SegmentTask(Task):
         transform = build_transform(
             train=False, ignore_index=d.ignore_index, num_classes=len(self.class_names)
         )
-        colours = draw.palette(len(self.class_names), d.ignore_index)
+        # the colours tools/infer_onnx.py draws with: the ONNX metadata has no ignore_index,
+        # and predictions never hold it (with it, data.ignore_index=1000 made this mask a
+        # 16-bit greyscale PNG and the ONNX one a palette PNG)
+        colours = draw.palette(len(self.class_names))
         model.eval()
         results = []
         for path in map(Path, image_paths):
