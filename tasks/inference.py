@@ -229,6 +229,8 @@ class OnnxModel:
                     f"{self.path.name}: got dtype {batch.dtype}; expected {self.input['dtype']} "
                     "pixels in 0..255"
                 )
+        elif batch.dtype == np.float32:
+            self._check_pixel_range(batch)
         for axis, (got, fixed) in enumerate(zip(batch.shape, shape, strict=False)):
             if fixed is not None and got != fixed:
                 raise ValueError(
@@ -236,6 +238,24 @@ class OnnxModel:
                     f"{list(batch.shape)} (axis {axis}); re-export with --dynamic or resize"
                 )
         return np.ascontiguousarray(batch)
+
+    def _check_pixel_range(self, batch: np.ndarray) -> None:
+        """A float graph takes raw pixels in 0..255 and normalises them itself: values out of
+        that range (already normalised, 16-bit, NaN) are an error, and a batch whose pixels
+        are all <= 1 (scaled to 0..1 first?) a warning, since it would run but answer wrongly
+        (a nearly black frame is possible, so not an error)."""
+        lo, hi = float(batch.min()), float(batch.max())
+        if not (0.0 <= lo and hi <= 255.0):  # NaN fails both
+            raise ValueError(
+                f"{self.path.name}: got pixel values {lo:g}..{hi:g}; expected raw RGB pixels in "
+                "0..255 (the graph normalises them itself)"
+            )
+        if 0.0 < hi <= 1.0:
+            warnings.warn(
+                f"{self.path.name}: every pixel value is <= {hi:g}; expected 0..255 (images "
+                "scaled to 0..1? multiply by 255)",
+                stacklevel=4,
+            )
 
     def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw graph outputs by name for ``batch [B, 3, H, W]`` (checked first)."""

@@ -93,6 +93,28 @@ def test_bad_inputs_name_what_was_expected(exported, bad, message):
         model(bad)
 
 
+def test_a_float_graph_checks_that_pixels_are_raw_0_to_255(exported, tmp_path):
+    """Normalised or 16-bit values are an error; 0..1 images (a common slip) a warning: the
+    graph would answer for a nearly black image."""
+    _, spec, task = exported
+    meta = build_metadata(task, spec.module.model, spec, input_dtype="float32",
+                          input_shape=[2, 3, SIZE, SIZE])  # fmt: skip
+    path = tmp_path / "float.onnx"
+    export_onnx(spec, path, metadata=meta, input_dtype="float32", dynamic=False, batch=2)
+    model = OnnxModel(path, provider="cpu")
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 3, SIZE, SIZE)).astype(np.float32)
+    for bad, shown in ((pixels - 128, "-127"), (pixels * 256, "7.05"), (pixels * np.nan, "nan")):
+        with pytest.raises(ValueError, match=f"pixel values {shown}.*expected raw RGB pixels"):
+            model(bad)
+    with pytest.warns(UserWarning, match=r"<= 0.99.*expected 0..255 \(images scaled to 0..1"):
+        model(pixels / 256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expected = spec.module(torch.from_numpy(pixels))[1].detach().numpy()
+        np.testing.assert_allclose(np.stack([r["probs"] for r in model(pixels)]), expected,
+                                   atol=1e-5)  # fmt: skip
+
+
 def test_model_without_metadata_is_refused(exported, tmp_path):
     model = onnx.load(str(exported[0]))
     del model.metadata_props[:]
