@@ -64,7 +64,9 @@ def train_baseline(data: Path, minutes: float) -> float:
     model.eval()
     gts, dets = [], []
     with torch.no_grad():
-        for images, targets in DataLoader(DetectionDataset(val), batch_size=2, collate_fn=collate):
+        # one image at a time, as DetectTask.detect runs images of different sizes (padding to
+        # a batch's largest image changes an image's detections)
+        for images, targets in DataLoader(DetectionDataset(val), batch_size=1, collate_fn=collate):
             preds = model([img.float() / 255 for img in images])
             for img, t, p in zip(images, targets, preds, strict=True):
                 h, w = img.shape[-2:]

@@ -69,6 +69,24 @@ def test_coco_contiguous_labels_boxes_and_crowd(tmp_path):
     assert image.shape == (3, 30, 40) and target["boxes"].shape == (2, 4)
 
 
+def test_coco_areas_are_read_for_the_area_ranges(tmp_path):
+    """A COCO ``area`` (the mask's) sets an object's small/medium/large range in evaluation;
+    a missing or unusable one is NaN (the box area is used), and so is every area after
+    augmentation, which changes the boxes."""
+    anns = [dict(a, area=area) for a, area in zip(GOOD, (12.5, "7"), strict=True)]
+    anns += [{"id": i, "image_id": 9, "category_id": 3, "bbox": [1, 1, 4, 4], **extra}
+             for i, extra in ((3, {}), (4, {"area": -2}), (5, {"area": "n/a"}),
+                              (6, {"area": None}), (7, {"area": True}))]  # fmt: skip
+    records, _, _ = load_detection_folder(
+        _coco(tmp_path, anns), field="data.train", class_names=None, fix=False
+    )
+    r = {rec.image_id: rec for rec in records}
+    assert r[7].areas.tolist() == [12.5, 7.0] and np.isnan(r[9].areas).all()
+    assert DetectionDataset(records)[0][1]["area"].tolist() == [12.5, 7.0]
+    augment = build_augment(AugmentConfig(hflip=1.0))
+    assert torch.isnan(DetectionDataset(records, augment)[0][1]["area"]).all()
+
+
 def test_coco_annotations_folder_and_images_next_to_json(tmp_path):
     (tmp_path / "annotations").mkdir()
     _coco(tmp_path, GOOD)

@@ -69,6 +69,30 @@ def test_no_ground_truth_is_undefined_not_zero():
         assert metrics["AP/b"] == -1.0 and metrics["AP"] >= 0.0
 
 
+def test_per_class_ap_follows_labels_when_category_ids_do_not_grow_with_them():
+    """A val COCO file may number the training classes otherwise (a: id 11, b: id 5);
+    COCOeval sorts its category ids, and the per-class AP and precision curves must still
+    be those of each label, not of the label at that sorted position."""
+    gt = _gt([[0, 0, 10, 10], [50, 50, 70, 70]], [1, 2])
+    det = _det([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 2])  # a found, b missed
+    metrics, precision = coco_evaluate(gt, det, ["a", "b"], [11, 5])
+    assert metrics["AP/a"] == pytest.approx(1.0) and metrics["AP/b"] == pytest.approx(0.0)
+    # label 1 (a): precision 1 at every recall and IoU; label 2 (b): 0
+    np.testing.assert_allclose(precision[:, :, 0, 0, -1], 1.0)
+    np.testing.assert_allclose(precision[:, :, 1, 0, -1], 0.0)
+
+
+def test_no_detections_give_cocoevals_values():
+    """No detection at all: pycocotools' own answer, -1 for the area ranges without ground
+    truth (one 10x10 box is "small": APm and APl are undefined), 0 where objects were missed."""
+    metrics, precision = coco_evaluate(_gt([[0, 0, 10, 10]], [1]), _det(np.zeros((0, 4)), []),
+                                       ["a", "b"])  # fmt: skip
+    assert metrics["AP"] == 0.0 and metrics["APs"] == 0.0 and metrics["ARs"] == 0.0
+    assert metrics["APm"] == -1.0 and metrics["APl"] == -1.0 and metrics["ARl"] == -1.0
+    assert metrics["AP/a"] == 0.0 and metrics["AP/b"] == -1.0
+    assert precision.shape == (10, 101, 2, 4, 3)
+
+
 def test_precision_recall_plot_of_many_classes_names_the_best_and_worst(tmp_path, monkeypatch):
     import warnings
 

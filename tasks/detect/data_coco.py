@@ -43,6 +43,17 @@ def _bbox(ann: dict[str, Any], where: str) -> list[float]:
     raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
 
 
+def _area(ann: dict[str, Any]) -> float:
+    """The annotation's ``area`` (COCO gives the mask's, which the small/medium/large AP
+    ranges use), or NaN when it is missing or not a positive number: the box area then."""
+    area = ann.get("area")
+    if isinstance(area, (int, float, str)) and not isinstance(area, bool):
+        with contextlib.suppress(ValueError):
+            if float(area) > 0:
+                return float(area)
+    return float("nan")
+
+
 def _check_unique_files(images: dict[int, CocoImage], src: str) -> None:
     """Two ``images`` entries naming one file (merged exports) would make it two samples,
     each with part of its boxes: the other part would be trained as background."""
@@ -86,7 +97,7 @@ def load_coco(
     _check_unique_files(coco_images, src)
     images = {
         image_id: dict(path=im.path, width=im.width, height=im.height, boxes=[], labels=[],
-                       crowd=[], names=[])
+                       crowd=[], names=[], areas=[])
         for image_id, im in coco_images.items()
     }  # fmt: skip
     for i, ann in enumerate(annotations):
@@ -99,6 +110,7 @@ def load_coco(
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])
         entry["crowd"].append(crowd_flag(ann, where))
+        entry["areas"].append(_area(ann))
         entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
     check_pixel_units([b for e in images.values() for b in e["boxes"]], src)
     records = [
@@ -113,6 +125,7 @@ def load_coco(
             names=e["names"],
             fix=fix,
             image_id=image_id,
+            areas=e["areas"],
         )
         for image_id, e in images.items()
     ]

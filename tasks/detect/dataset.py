@@ -2,7 +2,9 @@
 
 Every item is ``(image, target)``: image uint8 Tensor[3, H, W]; target ``boxes`` float32
 [N, 4] x1y1x2y2 pixels, ``labels`` int64 [N] (1-based), ``iscrowd`` bool [N] (ignore
-regions), ``image_id`` int64 scalar. N may be 0: an image without objects is a valid sample.
+regions), ``area`` float32 [N] (the annotation's own area for COCO's small/medium/large
+ranges, NaN = the box's; always NaN once augmented), ``image_id`` int64 scalar. N may be 0:
+an image without objects is a valid sample.
 """
 
 from __future__ import annotations
@@ -85,15 +87,20 @@ def _to_item(
     iscrowd: np.ndarray,
     image_id: int,
     augment: A.Compose | None,
+    areas: np.ndarray | None = None,
 ) -> tuple[Tensor, Target]:
-    if augment is not None:
+    if areas is None:
+        areas = np.full(len(labels), np.nan, dtype=np.float32)
+    if augment is not None:  # crops and scales change the areas: the boxes' own from here
         out = seeded(augment, image=image, bboxes=boxes, labels=labels, iscrowd=iscrowd)
         image, boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32)
         labels, iscrowd = np.asarray(out["labels"]), np.asarray(out["iscrowd"])
+        areas = np.full(len(labels), np.nan, dtype=np.float32)
     target = dict(
         boxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         labels=torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
         iscrowd=torch.as_tensor(iscrowd, dtype=torch.bool).reshape(-1),
+        area=torch.as_tensor(areas, dtype=torch.float32).reshape(-1),
         image_id=torch.tensor(image_id, dtype=torch.int64),
     )
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), target
@@ -119,7 +126,9 @@ class DetectionDataset(Dataset):
                 f"decodes to {image.shape[1]}x{image.shape[0]} (expected equal sizes)"
                 + swapped_size_hint(image.shape, (r.height, r.width))
             )
-        return _to_item(image, r.boxes, r.labels, r.iscrowd, r.image_id, self.augment)
+        return _to_item(
+            image, r.boxes, r.labels, r.iscrowd, r.image_id, self.augment, areas=r.areas
+        )
 
 
 class ShapesDataset(Dataset):

@@ -46,7 +46,9 @@ def coco_evaluate(
     """COCO bbox evaluation.
 
     ground_truth: per image ``image_id`` int, ``width``, ``height``, ``boxes`` [N, 4] x1y1x2y2,
-        ``labels`` [N] (1-based), optional ``iscrowd`` [N] (ignore regions).
+        ``labels`` [N] (1-based), optional ``iscrowd`` [N] (ignore regions), optional ``area``
+        [N] (what COCOeval's small/medium/large ranges read, as a COCO file's ``area``: its
+        mask area; NaN or missing = the box area).
     detections: per image ``image_id``, ``boxes`` [K, 4], ``scores`` [K], ``labels`` [K].
     category_ids: COCO id of each label (``category_ids[label - 1]``); default 1..K. Results
         are scored under these ids, so non-contiguous datasets keep their own numbering.
@@ -63,8 +65,13 @@ def coco_evaluate(
             dict(id=int(gt["image_id"]), width=int(gt["width"]), height=int(gt["height"]))
         )
         crowd = gt.get("iscrowd", np.zeros(len(gt["labels"]), dtype=bool))
-        for box, label, c in zip(
-            _xywh(gt["boxes"]), np.asarray(gt["labels"]), np.asarray(crowd), strict=True
+        given = gt.get("area", np.full(len(gt["labels"]), np.nan))
+        for box, label, c, area in zip(
+            _xywh(gt["boxes"]),
+            np.asarray(gt["labels"]),
+            np.asarray(crowd),
+            np.asarray(given, dtype=np.float64).reshape(-1),
+            strict=True,
         ):
             annotations.append(
                 dict(
@@ -72,7 +79,7 @@ def coco_evaluate(
                     image_id=int(gt["image_id"]),
                     category_id=ids[int(label) - 1],
                     bbox=box,
-                    area=box[2] * box[3],
+                    area=float(area) if np.isfinite(area) and area > 0 else box[2] * box[3],
                     iscrowd=int(bool(c)),
                 )
             )
@@ -88,13 +95,6 @@ def coco_evaluate(
                     score=float(score),
                 )
             )
-    if not results:  # pycocotools cannot load an empty result list: COCOeval's values by hand
-        # 0 where there were objects to find; -1 (undefined) where none, crowd regions aside
-        counted = {a["category_id"] for a in annotations if not a["iscrowd"]}
-        empty = {k: 0.0 if counted else -1.0 for k in SUMMARY_KEYS}
-        for cat_id, name in zip(ids, class_names, strict=True):
-            empty[f"AP/{name}"] = 0.0 if cat_id in counted else -1.0
-        return empty, -np.ones((10, 101, len(ids), 4, 3))
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
         coco.dataset = dict(
@@ -103,13 +103,22 @@ def coco_evaluate(
             categories=[dict(id=i, name=n) for i, n in zip(ids, class_names, strict=True)],
         )
         coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+        if results:
+            found = coco.loadRes(results)
+        else:  # loadRes cannot read an empty list; COCOeval scores an empty result set itself
+            found = COCO()  # (-1 where nothing is to be found: APl with no large object)
+            found.dataset = dict(images=images, annotations=[], categories=[])
+            found.createIndex()
+        evaluator = COCOeval(coco, found, iouType="bbox")
         evaluator.params.catIds = ids
-        evaluator.evaluate()
+        evaluator.evaluate()  # sorts params.catIds: precision's K axis is in id order
         evaluator.accumulate()
         evaluator.summarize()
     metrics = {k: float(v) for k, v in zip(SUMMARY_KEYS, evaluator.stats, strict=True)}
-    precision = evaluator.eval["precision"]
+    # back to label order (ids need not grow with the label: a val file numbering its classes
+    # otherwise than the training file), so that K index k is label k + 1 for every caller
+    order = [list(evaluator.params.catIds).index(i) for i in ids]
+    precision = evaluator.eval["precision"][:, :, order]
     for k, name in enumerate(class_names):
         p = precision[:, :, k, 0, -1]  # all IoUs, all recalls, area "all", 100 detections
         metrics[f"AP/{name}"] = float(p[p > -1].mean()) if (p > -1).any() else -1.0

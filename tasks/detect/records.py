@@ -32,6 +32,9 @@ class ImageRecord:
     iscrowd: bool [N]: ignore regions (COCO ``iscrowd``, VOC ``difficult``): matching them is
              neither a hit nor a miss in evaluation, and they are not training targets.
     source:  the annotation file, for error messages.
+    areas:   float32 [N] object areas for COCO's small/medium/large ranges: a COCO file's
+             ``area`` (its mask area, smaller than the box), NaN where none is given (the box
+             area is used); None = all NaN.
     """
 
     path: Path
@@ -43,6 +46,7 @@ class ImageRecord:
     source: str
     image_id: int = 0
     fixed: int = field(default=0)  # boxes clipped or dropped by ``data.fix_boxes``
+    areas: np.ndarray | None = None
 
 
 def check_boxes(
@@ -127,8 +131,10 @@ def make_record(
     names: list[str],
     fix: bool,
     image_id: int,
+    areas: list[float] | None = None,
 ) -> ImageRecord:
-    """An ``ImageRecord`` whose boxes passed ``check_boxes`` (clipped to the image either way)."""
+    """An ``ImageRecord`` whose boxes passed ``check_boxes`` (clipped to the image either way).
+    ``areas``: per box, the annotation's own area or NaN (see ``ImageRecord``)."""
     arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     keep, fixed = check_boxes(arr, width, height, where=source, names=names, fix=fix)
     arr = arr[keep]
@@ -144,6 +150,7 @@ def make_record(
         source=source,
         image_id=image_id,
         fixed=fixed,
+        areas=None if areas is None else np.asarray(areas, dtype=np.float32).reshape(-1)[keep],
     )
 
 

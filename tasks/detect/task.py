@@ -182,9 +182,23 @@ class DetectTask(Task):
 
     @torch.no_grad()
     def detect(self, model: nn.Module, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        """float 0..1 images [3, H_i, W_i] on the model's device -> per-image detections."""
+        """float 0..1 images [3, H_i, W_i] on the model's device -> per-image detections, in
+        order: ``boxes`` [K, 4] x1y1x2y2 input pixels, ``scores`` [K], ``labels`` [K].
+
+        Images of one size run together, each size alone: a batch pads every image to its
+        largest one, and the padding changes an image's detections (GroupNorm statistics,
+        convolutions at the border), so the AP would depend on the batch size and the order
+        of the validation set, and disagree with ``tools/predict.py`` and the ONNX graph,
+        which see each image with its own padding only."""
         model.eval()
-        return model(images).preds
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(tuple(image.shape), []).append(i)
+        preds: list[dict[str, Tensor]] = [{} for _ in images]
+        for members in groups.values():
+            for i, pred in zip(members, model([images[i] for i in members]).preds, strict=True):
+                preds[i] = pred
+        return preds
 
     def evaluate(
         self, model: nn.Module, batches: Iterable[Any], device: torch.device
@@ -199,7 +213,7 @@ class DetectTask(Task):
                         image_id=image_id,
                         width=img.shape[-1],
                         height=img.shape[-2],
-                        **{k: t[k].cpu().numpy() for k in ("boxes", "labels", "iscrowd")},
+                        **{k: t[k].cpu().numpy() for k in ("boxes", "labels", "iscrowd", "area")},
                     )
                 )
                 detections.append(
