@@ -37,6 +37,17 @@ def _xywh(boxes: np.ndarray) -> list[list[float]]:
     return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).tolist()
 
 
+def ground_truth_entry(image_id: int, image: Any, target: dict[str, Any]) -> dict[str, Any]:
+    """``coco_evaluate``'s ground truth for one dataset item: ``image`` [3, H, W] and its
+    target (``boxes``, ``labels``, ``iscrowd``, ``area`` tensors, see ``tasks.detect.dataset``)."""
+    return dict(
+        image_id=image_id,
+        width=image.shape[-1],
+        height=image.shape[-2],
+        **{k: target[k].cpu().numpy() for k in ("boxes", "labels", "iscrowd", "area")},
+    )
+
+
 def coco_evaluate(
     ground_truth: Sequence[dict[str, Any]],
     detections: Sequence[dict[str, Any]],

@@ -33,7 +33,7 @@ from tasks.detect.dataset import (
     load_detection_folder,
 )
 from tasks.detect.draw import draw_detections, plot_precision_recall, save_grid, save_image
-from tasks.detect.metrics import coco_evaluate
+from tasks.detect.metrics import coco_evaluate, ground_truth_entry
 from tasks.images import DataError, read_image_rgb
 from tasks.shapes import SHAPE_CLASSES
 
@@ -208,14 +208,7 @@ class DetectTask(Task):
             images, targets = self._to_device(batch, device)
             for img, t, p in zip(images, targets, self.detect(model, images), strict=True):
                 image_id = int(t["image_id"])
-                ground_truth.append(
-                    dict(
-                        image_id=image_id,
-                        width=img.shape[-1],
-                        height=img.shape[-2],
-                        **{k: t[k].cpu().numpy() for k in ("boxes", "labels", "iscrowd", "area")},
-                    )
-                )
+                ground_truth.append(ground_truth_entry(image_id, img, t))
                 detections.append(
                     dict(image_id=image_id, **{k: v.cpu().numpy() for k, v in p.items()})
                 )

@@ -76,7 +76,7 @@ def _segment(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
 
 
 def _detect(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
-    from tasks.detect.metrics import coco_evaluate
+    from tasks.detect.metrics import coco_evaluate, ground_truth_entry
 
     vt = _val_task(task, folder)
     ds = vt.build_val_dataset()
@@ -84,8 +84,7 @@ def _detect(model: OnnxModel, task: Task, folder: Path, limit: int) -> float:
     for i in spread(len(ds), limit):
         image, t = ds[i]
         res = model(image.permute(1, 2, 0).numpy())[0]
-        gts.append(dict(image_id=i, width=image.shape[-1], height=image.shape[-2],
-                        **{k: t[k].numpy() for k in ("boxes", "labels", "iscrowd")}))  # fmt: skip
+        gts.append(ground_truth_entry(i, image, t))
         dets.append(dict(image_id=i, **res))
     metrics, _ = coco_evaluate(gts, dets, task.class_names, vt.category_ids or None)
     return float(metrics["AP"])
