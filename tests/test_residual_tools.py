@@ -121,6 +121,21 @@ def test_gradients_command_on_a_backbone_and_a_run(run_dir: Path, tmp_path: Path
     assert (out / "gradients.png").stat().st_size > 10_000
 
 
+def test_gradients_of_a_run_do_not_depend_on_the_global_rng(run_dir: Path, tmp_path: Path) -> None:
+    """The same --seed gives the same numbers: the run's training step augments the probe
+    batch (pad-crop-flip) from the global RNGs, whose state differs from process to process."""
+    reports = []
+    for seed in (1, 2):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        out = tmp_path / str(seed)
+        assert (
+            residual_lab.main(["gradients", str(run_dir), "--out", str(out), "--batch", "2"]) == 0
+        )
+        reports.append(json.loads((out / "gradients.json").read_text())["models"])
+    assert reports[0] == reports[1]
+
+
 def test_gradients_command_rejects_unknown_names(tmp_path: Path, capsys) -> None:
     assert residual_lab.main(["gradients", "resnet57", "--out", str(tmp_path)]) == 2
     assert "neither a run folder nor a registered backbone" in capsys.readouterr().err

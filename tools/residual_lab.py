@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tasks.cli import run_tool
@@ -133,6 +134,11 @@ def _run_curves(run_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cpu")
 
     def loss_fn(m: torch.nn.Module) -> torch.Tensor:
+        # train_step augments (crop, flip, mixup) and runs dropout / drop-path from the global
+        # RNGs: reseed so every curve, trained and init, sees the same views of the batch and
+        # a rerun with the same --seed gives the same numbers
+        torch.manual_seed(args.seed)
+        np.random.seed(args.seed % 2**32)
         return task.train_step(m, batch, device)["loss"]
 
     name = task.cfg.model.backbone
