@@ -221,3 +221,27 @@ def test_class_names_spelled_decomposed_match_composed_ones(tmp_path):
     names = load_image_folder(train, 8).class_names
     assert names == ["café", "tea"] == load_image_folder(val, 8).class_names
     assert names[0] == unicodedata.normalize("NFC", "café")
+
+
+def test_class_order_is_one_whatever_the_unicode_form_on_disk(tmp_path):
+    """Classes sort as strings, as torchvision's ImageFolder does ("10" before "2", upper
+    case before lower), by their NFC names: the same folders copied from macOS (decomposed
+    "café", e + combining accent, sorts before "caff") were numbered café, caff there and
+    caff, café elsewhere, so one data set had two label orders. One name spelled both ways
+    is one clear error."""
+    import unicodedata
+
+    from tasks.classify.data import scan_image_folder
+
+    nfd = unicodedata.normalize("NFD", "café")
+    counts = {"2": 1, "10": 1, "Cat": 1, "cat": 1, "sea lion": 1, "caff": 1, "日本": 1}
+    expected = ["10", "2", "Cat", "caff", "café", "cat", "sea lion", "日本"]
+    composed = scan_image_folder(make_tree(tmp_path / "nfc", {**counts, "café": 1}))
+    decomposed = scan_image_folder(make_tree(tmp_path / "nfd", {**counts, nfd: 1}))
+    assert composed.class_names == decomposed.class_names == expected
+    assert [p.parent.name for p in decomposed.paths][3:5] == ["caff", nfd]
+    assert decomposed.labels == list(range(8))  # each image keeps its own folder's label
+    make_tree(tmp_path / "nfd", {"café": 1})
+    with pytest.raises(DataError, match=r"class folders 'cafe\u0301' and 'café' spell one "
+                       r"name 'café' in two Unicode forms"):  # fmt: skip
+        scan_image_folder(tmp_path / "nfd")

@@ -71,12 +71,17 @@ def test_coco_contiguous_labels_boxes_and_crowd(tmp_path):
 
 def test_coco_areas_are_read_for_the_area_ranges(tmp_path):
     """A COCO ``area`` (the mask's) sets an object's small/medium/large range in evaluation;
-    a missing or unusable one is NaN (the box area is used), and so is every area after
-    augmentation, which changes the boxes."""
+    a missing or non-positive one is NaN (the box area is used), and so is every area after
+    augmentation, which changes the boxes; one that is not a number is an error."""
     anns = [dict(a, area=area) for a, area in zip(GOOD, (12.5, "7"), strict=True)]
     anns += [{"id": i, "image_id": 9, "category_id": 3, "bbox": [1, 1, 4, 4], **extra}
-             for i, extra in ((3, {}), (4, {"area": -2}), (5, {"area": "n/a"}),
-                              (6, {"area": None}), (7, {"area": True}))]  # fmt: skip
+             for i, extra in ((3, {}), (4, {"area": -2}), (5, {"area": 0}),
+                              (6, {"area": None}))]  # fmt: skip
+    for bad in ("n/a", True):
+        message = rf"annotations\[2\]: area is {bad!r}, expected a number"
+        with pytest.raises(DataError, match=message):
+            load_detection_folder(_coco(tmp_path / str(bad), [*anns[:2], dict(anns[2], area=bad)]),
+                                  field="data.train", class_names=None, fix=False)  # fmt: skip
     records, _, _ = load_detection_folder(
         _coco(tmp_path, anns), field="data.train", class_names=None, fix=False
     )
@@ -221,6 +226,51 @@ def test_voc_folder_sorted_names_difficult_and_stem_fallback(tmp_path):
     assert records[0].labels.tolist() == [2, 1] and records[0].iscrowd.tolist() == [False, True]
     np.testing.assert_allclose(records[0].boxes[0], [0, 0, 10, 10])  # 1-based inclusive -> 0-based
     assert records[1].path.name == "x2.png" and len(records[1].boxes) == 0
+
+
+def test_one_box_set_reads_alike_from_coco_and_voc_sub_folders_included(tmp_path):
+    """One set of boxes as COCO JSON and as VOC XML gives the same records: VOC's 1-based
+    inclusive pixels (xmin=11, xmax=40 covers columns 10..39) are COCO's [10, y, 30, h], float
+    coordinates included; ``difficult`` is ``iscrowd``; an image without an XML has no objects.
+    An XML in ``annotations/a/`` annotates ``images/a/`` as COCO's ``file_name`` "a/x.png"
+    does: it and the sub-folder's image without XML were silently left out."""
+    # image: [(class, COCO [x, y, w, h], iscrowd / difficult)]
+    objects = {
+        "x1.png": [("dog", [10, 4, 30, 20], 0), ("cat", [0, 0, 40, 30], 1)],
+        "a/x2.png": [("cat", [2.5, 3.25, 10, 6.5], 0)],
+        "a/x3.png": [],
+    }
+    images = [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in
+              enumerate(objects, start=1)]  # fmt: skip
+    anns = [
+        {"id": len(images) * 10 + k, "image_id": i, "category_id": 3 if c == "cat" else 17,
+         "bbox": b, "iscrowd": d}
+        for i, objs in enumerate(objects.values(), start=1) for k, (c, b, d) in enumerate(objs)
+    ]  # fmt: skip
+    coco = _coco(tmp_path / "coco", anns, images=images)  # categories cat (3), dog (17)
+    voc = tmp_path / "voc"
+    for name, objs in objects.items():
+        _image(voc / "images" / name)
+        if objs:  # "a/x2.png" -> annotations/a/x2.xml naming x2.png
+            boxes = [(c, [x + 1, y + 1, x + w, y + h], d) for c, (x, y, w, h), d in objs]
+            _voc_xml(voc / "annotations" / Path(name).with_suffix(".xml"), boxes,
+                     Path(name).name)  # fmt: skip
+    for kind, root in (("coco", coco), ("voc", voc)):
+        records, names, _ = load_detection_folder(
+            root, field="data.train", class_names=None, fix=False
+        )
+        assert names == ["cat", "dog"], kind
+        by_name = {r.path.relative_to(root / "images").as_posix(): r for r in records}
+        assert sorted(by_name) == sorted(objects), kind
+        x1, x2, x3 = (by_name[n] for n in objects)
+        np.testing.assert_allclose(x1.boxes, [[10, 4, 40, 24], [0, 0, 40, 30]])
+        np.testing.assert_allclose(x2.boxes, [[2.5, 3.25, 12.5, 9.75]])
+        assert x1.labels.tolist() == [2, 1] and x2.labels.tolist() == [1], kind
+        assert x1.iscrowd.tolist() == [False, True] and len(x3.boxes) == 0, kind
+    _voc_xml(voc / "annotations" / "a" / "x3.xml", [("cat", [1, 1, 5, 5], 0)], "x3.png")
+    records, _, _ = load_detection_folder(voc, field="data.train", class_names=None, fix=False)
+    x3 = next(r for r in records if r.path == voc / "images" / "a" / "x3.png")
+    assert len(x3.boxes) == 1 and len(records) == 3
 
 
 def test_voc_bad_inputs(tmp_path):

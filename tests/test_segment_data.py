@@ -328,6 +328,66 @@ def test_coco_polygons_and_rle_render_to_semantic_masks(tmp_path):
     assert mask[0, 0] == 0 and mask[18, 5] == 0
 
 
+def _uncompressed(rle: dict) -> dict:
+    """A compressed RLE as COCO's uncompressed form: run lengths, column-major, from 0s."""
+    from pycocotools import mask as mask_utils
+
+    flat = mask_utils.decode(rle).ravel(order="F")
+    edges = np.flatnonzero(np.diff(np.r_[0, flat, 1 - flat[-1]]))  # where a run ends
+    runs = np.diff(np.r_[0, edges]).tolist()
+    return {"size": rle["size"], "counts": runs}
+
+
+def test_one_mask_set_reads_alike_from_coco_polygons_rle_folder_and_voc(tmp_path):
+    """The same objects as COCO polygons, compressed and uncompressed RLE, an images/ + masks/
+    folder and VOC palette PNGs give one label map, pixel for pixel, equal to pycocotools'
+    annToMask drawn from the largest shape to the smallest. A crowd region inside a larger
+    object stays void (it was drawn under every object, becoming the table around it), and
+    with no ``area`` in the file the draw order is still by size (it was file order, a table
+    listed last covering the donut on it)."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    h, w = 20, 30
+    table = [[0, 0, 30, 0, 30, 20, 0, 20]]  # whole image, listed after the donut on it
+    donut = [[20.5, 4.5, 26.5, 4.5, 26.5, 10.5, 20.5, 10.5]]
+    crowd = [[5, 5, 15, 5, 15, 12, 5, 12]]  # a crowd of donuts on the table
+    rles = [mask_utils.merge(mask_utils.frPyObjects(p, h, w)) for p in (donut, table, crowd)]
+    anns = [  # no "area": exporters leave it out
+        dict(id=1, image_id=1, category_id=7, iscrowd=0),
+        dict(id=2, image_id=1, category_id=3, iscrowd=0),
+        dict(id=3, image_id=1, category_id=7, iscrowd=1),
+    ]
+    cats = [{"id": 3, "name": "table"}, {"id": 7, "name": "donut"}]
+    forms = {
+        "poly": [donut, table, {**rles[2], "counts": rles[2]["counts"].decode()}],
+        "rle": [{**r, "counts": r["counts"].decode()} for r in rles],
+        "uncompressed": [_uncompressed(r) for r in rles],
+    }
+    expected = np.zeros((h, w), np.int64)  # annToMask, drawn largest first
+    coco = COCO()
+    coco.imgs = {1: {"height": h, "width": w}}
+    for k in np.argsort([-int(mask_utils.area(r)) for r in rles], kind="stable"):
+        expected[coco.annToMask({**anns[k], "segmentation": forms["poly"][k]}) > 0] = (2, 1, 255)[k]
+    assert expected[8, 10] == 255 and expected[7, 23] == 2 and expected[15, 2] == 1
+    for form, segs in forms.items():
+        shapes = [{**a, "segmentation": s} for a, s in zip(anns, segs, strict=True)]
+        doc = _coco_doc(cats, shapes, h, w)
+        source = open_source(str(_coco_dir(tmp_path / form, doc)), "train", ignore_index=255)
+        assert source.class_names == ["background", "table", "donut"]
+        np.testing.assert_array_equal(source.load(0)[1], expected, err_msg=form)
+    _image(tmp_path / "folder" / "images" / "t.png", h, w)
+    _mask(tmp_path / "folder" / "masks" / "t.png", expected)
+    voc = tmp_path / "voc"
+    _image(voc / "JPEGImages" / "t.jpg", h, w)
+    _mask(voc / "SegmentationClass" / "t.png", expected, mode="P")
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("t\n")
+    for root in (tmp_path / "folder", voc):
+        mask = open_source(str(root), "train", ignore_index=255).load(0)[1]
+        np.testing.assert_array_equal(mask, expected, err_msg=root.name)
+
+
 def test_pad_collate_fills_void():
     a = (torch.ones(3, 2, 3), torch.zeros(2, 3, dtype=torch.long))
     b = (torch.ones(3, 4, 1), torch.ones(4, 1, dtype=torch.long))

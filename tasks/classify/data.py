@@ -59,7 +59,13 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             f"{field}={str(root)!r}: folder does not exist (expected an ImageFolder root "
             "with one sub-folder of images per class)"
         )
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not is_hidden(d, root))
+    # sorted by the NFC name (see the return): "café" written decomposed on macOS (e +
+    # combining accent) must sort where the composed spelling does, or one data set would
+    # number its classes two ways depending on the disk it was copied to
+    class_dirs = sorted(
+        (d for d in root.iterdir() if d.is_dir() and not is_hidden(d, root)),
+        key=lambda d: (unicodedata.normalize("NFC", d.name), d.name),
+    )
     if not class_dirs:
         raise DataError(
             f"{field}={str(root)!r} has no class sub-folders (expected "
@@ -76,6 +82,14 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
             f"folders (expected {root}/<class_name>/<image>.jpg); point {field} at "
             f"{str(split)!r}"
         )
+    nfc = [unicodedata.normalize("NFC", n) for n in names]
+    for i in range(1, len(nfc)):  # sorted by it: the two spellings sit side by side
+        if nfc[i] == nfc[i - 1]:
+            raise DataError(
+                f"{field}={str(root)!r}: class folders {names[i - 1]!r} and {names[i]!r} spell "
+                f"one name {nfc[i]!r} in two Unicode forms (composed and decomposed accents); "
+                "expected one folder per class (merge them)"
+            )
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_file(p)]
     if loose:
         print(f"note: {field}: {len(loose)} image(s) beside the class folders are not used")
@@ -97,7 +111,7 @@ def scan_image_folder(root: str | os.PathLike, *, field: str = "data.train") -> 
         labels += [label] * len(files)
     # NFC: macOS writes "café" decomposed (e + combining accent); a val folder made elsewhere
     # spells it composed, and the names must match (they look identical in any message)
-    return FolderListing(paths, labels, [unicodedata.normalize("NFC", d.name) for d in class_dirs])
+    return FolderListing(paths, labels, nfc)
 
 
 def _cache_key(paths: list[Path], size: int, skip_bad: bool) -> str:

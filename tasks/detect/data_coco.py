@@ -17,6 +17,7 @@ from tasks.coco import (
     CocoImage,
     annotation_refs,
     crowd_flag,
+    entry_float,
     entry_value,
     find_coco_json,
     read_coco,
@@ -43,15 +44,14 @@ def _bbox(ann: dict[str, Any], where: str) -> list[float]:
     raise AnnotationError(f"{where}: bbox is {bbox!r}, expected [x, y, width, height] numbers")
 
 
-def _area(ann: dict[str, Any]) -> float:
+def _area(ann: dict[str, Any], where: str) -> float:
     """The annotation's ``area`` (COCO gives the mask's, which the small/medium/large AP
-    ranges use), or NaN when it is missing or not a positive number: the box area then."""
-    area = ann.get("area")
-    if isinstance(area, (int, float, str)) and not isinstance(area, bool):
-        with contextlib.suppress(ValueError):
-            if float(area) > 0:
-                return float(area)
-    return float("nan")
+    ranges use), or NaN when it is missing or not positive (box-only exporters write 0): the
+    box area then. Not a number is an error, as segmentation's reader says."""
+    if ann.get("area") is None:
+        return float("nan")
+    area = entry_float(ann, "area", where)
+    return area if area > 0 else float("nan")
 
 
 def _check_unique_files(images: dict[int, CocoImage], src: str) -> None:
@@ -110,7 +110,7 @@ def load_coco(
         entry["boxes"].append([x, y, x + w, y + h])
         entry["labels"].append(cat_label[cat])
         entry["crowd"].append(crowd_flag(ann, where))
-        entry["areas"].append(_area(ann))
+        entry["areas"].append(_area(ann, where))
         entry["names"].append(f"annotation id {ann.get('id', '?')}, {cats[cat]}")
     check_pixel_units([b for e in images.values() for b in e["boxes"]], src)
     records = [

@@ -5,6 +5,8 @@ Layouts (``data.train=DIR``):
 * ``DIR/images/`` + ``DIR/annotations/*.xml``: one XML per image; the image is
   ``images/<filename>`` from the XML, else the image in ``images/`` with the XML's stem
   (two such images, ``x.jpg`` and ``x.png``, are an error: the boxes fit one of them).
+  Sub-folders pair by path, as segmentation's ``images/`` + ``masks/`` and a COCO
+  ``file_name`` of ``a/x.jpg`` do: ``annotations/a/x.xml`` annotates ``images/a/x.jpg``.
 * VOCdevkit (``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/<split>.txt``):
   the image list comes from the split file, see ``voc_split``.
 
@@ -32,7 +34,7 @@ from tasks.detect.records import (
     label_of,
     make_record,
 )
-from tasks.images import checked_size, displayed_size, image_files
+from tasks.images import checked_size, displayed_size, image_files, is_hidden, walk
 
 
 @dataclass
@@ -81,7 +83,12 @@ def _parse(xml_path: Path) -> tuple[str | None, tuple[int, int] | None, list[_Vo
         box_node = obj.find("bndbox")
         if box_node is None:
             raise AnnotationError(f"{at}: missing <bndbox> (expected xmin, ymin, xmax, ymax)")
-        # VOC pixel indices are 1-based and inclusive: xmin=1 is the first column -> x1=0
+        # VOC pixel indices are 1-based and inclusive (the devkit's): xmin=1 is the first
+        # column -> x1=0, and xmax=W (the last column, inclusive) is the edge x2=W, as
+        # detectron2's load_voc_instances reads them (xmin-1, ymin-1, xmax, ymax); so a COCO
+        # [x, y, w, h] box converted to VOC as [x+1, y+1, x+w, y+h] reads back unchanged.
+        # (mmdetection subtracts 1 from all four for its old inclusive-x2 boxes; torchvision's
+        # VOCDetection returns the raw strings.)
         box = [_number(box_node, k, at) for k in ("xmin", "ymin", "xmax", "ymax")]
         box = [box[0] - 1, box[1] - 1, box[2], box[3]]
         difficult = _flag(obj, "difficult", at)
@@ -99,15 +106,23 @@ def _flag(node: ET.Element, key: str, where: str) -> bool:
 
 
 def _find_image(
-    images_dir: Path, filename: str | None, stem: str, where: str, by_stem: dict[str, list[Path]]
+    images_dir: Path,
+    filename: str | None,
+    stem: str,
+    where: str,
+    by_stem: dict[str, list[Path]],
+    sub: Path = Path(),
 ) -> Path:
-    """``images_dir/<filename>``, else the one image named ``<stem>.<ext>`` there (``by_stem``:
-    ``_images_by_stem(images_dir)``); two such images (``x.jpg`` and ``x.png``) are an error
-    rather than a silent pick."""
+    """The image of the XML ``<sub>/<stem>.xml``: ``images_dir/<sub>/<filename>``, else
+    ``images_dir/<filename>`` (a ``<filename>`` that spells the sub-folder), else the one
+    image named ``<stem>.<ext>`` in ``images_dir/<sub>`` (``by_stem``: ``_images_by_stem`` of
+    that folder); two such images (``x.jpg`` and ``x.png``) are an error rather than a silent
+    pick."""
     if filename:
-        path = images_dir / filename
-        if path.is_file():
-            return path
+        for path in dict.fromkeys((images_dir / sub / filename, images_dir / filename)):
+            if path.is_file():
+                return path
+    images_dir = images_dir / sub
     found: dict[Hashable, Path] = {}  # x.jpg and x.JPG: one file on a case-insensitive disk
     for path in by_stem.get(stem, ()):  # any spelling of the extension: x.Jpg, x.JPEG
         found.setdefault(file_id(path), path)
@@ -137,18 +152,27 @@ def _images_by_stem(images_dir: Path) -> dict[str, list[Path]]:
 
 
 def _records(
-    xml_paths: list[Path], images_dir: Path, class_names: list[str] | None, fix: bool
+    xml_paths: list[Path],
+    images_dir: Path,
+    class_names: list[str] | None,
+    fix: bool,
+    xml_root: Path | None = None,
 ) -> tuple[list[ImageRecord], list[str]]:
+    """``xml_root``: the folder the XMLs lie below; an XML in its sub-folder ``a/`` looks for
+    its image in ``images_dir/a/`` first (``_find_image``). None: flat (VOCdevkit)."""
     parsed = [(p, *_parse(p)) for p in xml_paths]
     if class_names is None:
         class_names = sorted({o.name for *_, objects in parsed for o in objects})
         _note_case_twins(class_names)
     records = []
     annotated_by: dict[Hashable, Path] = {}  # image file -> its XML
-    by_stem = _images_by_stem(images_dir)
+    by_stem: dict[Path, dict[str, list[Path]]] = {}  # per sub-folder, listed once
     for image_id, (xml_path, filename, wh, objects) in enumerate(parsed, start=1):
         where = str(xml_path)
-        path = _find_image(images_dir, filename, xml_path.stem, where, by_stem)
+        sub = xml_path.parent.relative_to(xml_root) if xml_root else Path()
+        if sub not in by_stem:
+            by_stem[sub] = _images_by_stem(images_dir / sub)
+        path = _find_image(images_dir, filename, xml_path.stem, where, by_stem[sub], sub)
         first = annotated_by.setdefault(file_id(path), xml_path)
         if first != xml_path:  # an XML copied from another keeps the old <filename>
             stale, other = (xml_path, first) if xml_path.stem != path.stem else (first, xml_path)
@@ -177,12 +201,17 @@ def _records(
 def load_voc_folder(
     root: Path, class_names: list[str] | None, *, fix: bool, field: str
 ) -> tuple[list[ImageRecord], list[str]]:
-    """``root/images`` + ``root/annotations/*.xml`` -> (records, class names).
+    """``root/images`` + ``root/annotations/*.xml`` -> (records, class names); sub-folders
+    of both are read, paired by path (``annotations/a/x.xml`` <-> ``images/a/x.jpg``).
 
-    An image with no XML is an image without objects (LabelImg writes no file for those);
-    ``field`` names the setting in the note that says how many there were."""
+    An image with no XML is an image without objects (LabelImg writes no file for those),
+    in a sub-folder too; ``field`` names the setting in the note that says how many there
+    were."""
     folder = root / "annotations"
-    xml_paths = sorted(p for p in folder.glob("*") if p.suffix.lower() == ".xml")
+    xml_paths = sorted(
+        p for p in walk(folder)
+        if p.suffix.lower() == ".xml" and p.is_file() and not is_hidden(p, folder)
+    )  # fmt: skip
     if not xml_paths:
         jsons = sorted(p.name for p in folder.glob("*.json"))
         hint = (
@@ -192,10 +221,10 @@ def load_voc_folder(
             else ""
         )
         raise FileNotFoundError(f"no *.xml files in {str(folder)!r}{hint}")
-    records, class_names = _records(xml_paths, root / "images", class_names, fix)
+    records, class_names = _records(xml_paths, root / "images", class_names, fix, folder)
     images = root / "images"
     annotated = {file_id(r.path) for r in records}  # not names: case-insensitive file systems
-    extra = [p for p in image_files(images, recursive=False) if file_id(p) not in annotated]
+    extra = [p for p in image_files(images) if file_id(p) not in annotated]
     for image_id, path in enumerate(extra, start=len(records) + 1):
         width, height = displayed_size(path)
         records.append(

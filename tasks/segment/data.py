@@ -8,7 +8,7 @@
 - COCO:   ``DIR/annotations.json`` (or the other names ``tasks.coco`` knows) or a ``.json`` path,
           images in ``DIR/images/`` (``tasks.coco``); polygons and RLE are rendered with
           pycocotools, category ids mapped to labels 1..K (0 = background, crowd regions =
-          ignore_index, larger objects drawn first so small ones stay visible).
+          ignore_index, larger shapes drawn first so small ones stay visible).
 
 With no path, the synthetic shapes set (``tasks.shapes``) is used. A source yields
 ``(image uint8 [H, W, 3], mask int64 [H, W], where)``; ``where`` names the files for errors;
@@ -87,8 +87,8 @@ class CocoSource:
             label_of[cat_id] = (
                 0 if _is_background(name) else (self.class_names.index(name) if known else None)
             )
-        # per image: (segmentation, label or ignore_index, is crowd, area)
-        self.shapes: dict[int, list[tuple[Any, int, bool, float]]] = {k: [] for k in self.images}
+        # per image: (segmentation, label or ignore_index), in file order
+        self.shapes: dict[int, list[tuple[Any, int]]] = {k: [] for k in self.images}
         for i, ann in enumerate(annotations):
             where = f"{src} annotations[{i}]"
             image_id, cat = annotation_refs(ann, where, self.images, label_of)
@@ -101,8 +101,9 @@ class CocoSource:
             image = self.images[image_id]
             _check_geometry(ann.get("segmentation"), image.height, image.width, where, ann)
             label = ignore_index if crowd else label_of[cat]
-            area = entry_float(ann, "area", where) if ann.get("area") is not None else 0.0
-            self.shapes[image_id].append((ann["segmentation"], label, crowd, area))
+            if ann.get("area") is not None:  # a broken file is named, though drawing uses its own
+                entry_float(ann, "area", where)
+            self.shapes[image_id].append((ann["segmentation"], label))
         self.json_path = json_path
         self.ids = sorted(self.images)
 
@@ -114,21 +115,26 @@ class CocoSource:
         return image.height, image.width
 
     def load_mask(self, i: int) -> np.ndarray:
-        """int64 [H, W]: crowd regions first, then objects from large to small, so small
-        objects drawn over large ones stay visible."""
+        """int64 [H, W]: every shape, crowd regions (void) included, drawn from the largest
+        rendered area to the smallest, so small objects drawn over large ones stay visible and
+        a crowd region stays void inside a larger object around it (a crowd of donuts on a
+        table is not table). The area is the rendered mask's (``pycocotools.mask.area``), not
+        the file's ``area``, which exporters leave out or fill with the box's."""
         from pycocotools import mask as mask_utils
 
         image = self.images[self.ids[i]]
         h, w = image.height, image.width
         mask = np.zeros((h, w), dtype=np.int64)
-        shapes = sorted(self.shapes[self.ids[i]], key=lambda s: (not s[2], -s[3]))
-        for seg, label, _, _ in shapes:
+        rendered = []
+        for seg, label in self.shapes[self.ids[i]]:
             if isinstance(seg, list):  # polygons
                 rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
             elif isinstance(seg["counts"], list):  # uncompressed RLE
                 rle = mask_utils.frPyObjects(seg, h, w)
             else:
                 rle = seg
+            rendered.append((float(mask_utils.area(rle)), label, rle))
+        for _, label, rle in sorted(rendered, key=lambda r: -r[0]):  # stable: file order on ties
             mask[mask_utils.decode(rle) > 0] = label
         return mask
 
