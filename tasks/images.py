@@ -149,10 +149,14 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
                 if p.is_file() and is_image_file(p) and not is_hidden(p, arg)
             )
             if not found:
-                raise FileNotFoundError(
-                    f"folder {str(arg)!r} holds no image files (expected names ending in "
-                    f"{', '.join(IMAGE_EXTENSIONS)})"
+                nested = sorted({p.parent for p in image_files(arg)})  # an ImageFolder root?
+                hint = (
+                    f"; its sub-folders do ({len(nested)}): name them, e.g. "
+                    f"{' '.join(str(d) for d in nested[:3])}"
+                    if nested
+                    else f" (expected names ending in {', '.join(IMAGE_EXTENSIONS)})"
                 )
+                raise FileNotFoundError(f"folder {str(arg)!r} holds no image files{hint}")
             paths += found
         elif not arg.exists():
             raise FileNotFoundError(f"image file {str(arg)!r} does not exist")

@@ -131,7 +131,11 @@ def test_list_images_checks_every_path_before_any_output(tmp_path):
     with pytest.raises(ImageDecodeError, match=r"cut\.png' as an image"):
         list_images([folder / "a.jpg", tmp_path / "cut.png"], unique_stems=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="holds no image files"):
+    with pytest.raises(FileNotFoundError, match=r"holds no image files \(expected names"):
+        list_images([tmp_path / "empty"], unique_stems=False)
+    (tmp_path / "empty" / "cat").mkdir()  # an ImageFolder root: its classes hold the images
+    Image.new("RGB", (4, 4)).save(tmp_path / "empty" / "cat" / "0.jpg")
+    with pytest.raises(FileNotFoundError, match=r"sub-folders do \(1\): name them, e.g. .*cat"):
         list_images([tmp_path / "empty"], unique_stems=False)
     Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
     with pytest.raises(DataError, match="share the name 'a'"):
