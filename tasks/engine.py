@@ -336,6 +336,13 @@ class Trainer:
                     hook.after_step(self.step, self._last_losses)
                 if self.step == cfg.stop_after_steps:  # reached here, not resumed past it
                     bar.close()
+                    if self.batch_in_epoch == self.steps_per_epoch * cfg.grad_accum:
+                        # the epoch's last step: end the epoch first (its evaluation, epoch
+                        # + 1), as a run killed after its epoch-end checkpoint; saved as a
+                        # full epoch of batches, resuming seemed mid-epoch (refusing a new
+                        # batch_size) and, at the run's last step, never counted the epoch
+                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                        self._end_epoch()
                     self.save_last()
                     self.logger.print(
                         f"stopped at step {self.step} (train.stop_after_steps); continue with "

@@ -365,3 +365,20 @@ def test_the_resume_hint_relaunches_as_the_run_was_launched() -> None:
 
     assert hint(1) == "tools/train.py --resume r"
     assert hint(2) == "torchrun --nproc_per_node=2 tools/train.py --resume r"
+
+
+def test_stopped_at_an_epochs_last_step_resumes_as_a_finished_epoch(tmp_path: Path) -> None:
+    """``train.stop_after_steps`` on an epoch's last step saved the epoch as a full count of
+    batches seen instead of ending it: a resume refused a new batch_size as if mid-epoch,
+    and stopped on the run's last step, the resumed run reported epoch 0 of 1."""
+    steps = ("train.epochs=2", "train.stop_after_steps=8")  # 8 steps per epoch
+    assert toy_trainer(tmp_path / "a", *steps).train() is None
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (8, 1, 0)
+    toy_trainer(tmp_path / "a", *steps, "train.batch_size=16", resume=True).train()
+    rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "eval"][:2] == [8, 24]  # 16 steps an epoch
+
+    assert toy_trainer(tmp_path / "b", "train.epochs=1", "train.stop_after_steps=8").train() is None
+    toy_trainer(tmp_path / "b", "train.epochs=1", resume=True).train()
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["epoch"] == 1
