@@ -41,7 +41,7 @@ class FCOSDetectionHead(nn.Module):
         feature_info: the backbone's levels; P6 and P7 are added on top of the last one.
         num_classes: classes including background (label 0 is never a positive).
         fpn_channels: channels of every pyramid level (FCOSHead uses GroupNorm(32, C):
-            a multiple of 32).
+            a multiple of 32, at least 64).
         norm: the FPN's norm ("none" | "groupnorm" | "batchnorm").
         num_convs: conv layers in each FCOS tower.
         center_sampling_radius, score_thresh, nms_thresh, topk_candidates,
@@ -66,8 +66,12 @@ class FCOSDetectionHead(nn.Module):
         detections_per_img: int = 100,
     ) -> None:
         super().__init__()
-        if fpn_channels % 32:
-            raise OptionError(f"fcos needs fpn_channels divisible by 32, got {fpn_channels}")
+        if fpn_channels % 32 or fpn_channels < 64:
+            # GroupNorm(32, 32) has one value per group on a 1x1 level (P7 of a 128-pixel
+            # image), which torch refuses even in eval: one image alone could not be detected
+            raise OptionError(
+                f"fcos needs fpn_channels divisible by 32 and at least 64, got {fpn_channels}"
+            )
         self.fpn = build_fpn(
             feature_info,
             fpn_channels,
