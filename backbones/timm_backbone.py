@@ -23,6 +23,12 @@ from backbones.base import Backbone, FeatureInfo
 from backbones.registry import OptionError, RegistryError, close_matches
 from backbones.resnet import OUTPUT_STRIDES
 
+DYNAMIC_SIZE_OPTIONS: tuple[dict[str, bool], ...] = (
+    {"dynamic_img_size": True, "dynamic_img_pad": True},  # ViT, DeiT, EVA, ...
+    {"dynamic_img_size": True},  # Swin: sizes that are multiples of its patch and merges
+    {},  # CNNs
+)
+
 
 class TimmBackbone(Backbone):
     """``forward(x[B, in_chans, H, W]) -> OrderedDict{c_k: Tensor[B, C_k, H/s_k, W/s_k]}``.
@@ -64,8 +70,19 @@ class TimmBackbone(Backbone):
                 f"{self.name}: norm_layer={norm_layer!r}; timm backbones take 'batchnorm' or "
                 "'frozen_batchnorm'"
             )
+        # Any input size, as the CNNs: transformers built for one (a ViT's 224x224) take
+        # dynamic_img_size, and a ViT pads a size that is no multiple of its patch
+        # (dynamic_img_pad). The first set of options the model's constructor takes is kept.
         with torch.device("meta"):  # metadata only: no memory, no init cost
-            nominal = timm.create_model(model_name, features_only=True, in_chans=in_chans)
+            for size_kwargs in DYNAMIC_SIZE_OPTIONS:
+                try:
+                    nominal = timm.create_model(
+                        model_name, features_only=True, in_chans=in_chans, **size_kwargs
+                    )
+                    break
+                except TypeError:
+                    if not size_kwargs:
+                        raise
             full = timm.create_model(model_name, in_chans=in_chans)
         levels = nominal.feature_info.get_dicts()
         if out_indices is None:  # the deepest level of each stride >= 4 (a ViT's blocks
@@ -78,15 +95,22 @@ class TimmBackbone(Backbone):
                 f"{self.name}: out_indices={tuple(out_indices)!r} is out of range; expected "
                 f"indices among {valid}"
             )
-        kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
+        deepest = max(d["reduction"] for d in levels if d["index"] in out_indices)
+        # dilation only where the levels asked for go deeper than output_stride (a ViT's
+        # stride-16 blocks already meet output_stride=16: nothing to ask of its constructor)
+        kwargs = {"output_stride": output_stride} if output_stride < deepest else {}
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate
         try:
             self.model = timm.create_model(
                 model_name, pretrained=False, features_only=True, in_chans=in_chans,
-                out_indices=tuple(out_indices), **kwargs,
+                out_indices=tuple(out_indices), **size_kwargs, **kwargs,
             )  # fmt: skip
-        except TypeError as err:  # the model's constructor lacks an option (a ViT: dilation)
+        except (TypeError, AssertionError, ValueError, NotImplementedError) as err:
+            # the model's constructor lacks an option (a ViT: dilation) or refuses its value
+            # (GhostNet asserts output_stride == 32)
+            if not kwargs:
+                raise
             raise OptionError(
                 f"{self.name} does not take {', '.join(f'{k}={v}' for k, v in kwargs.items())} "
                 f"({err}); expected {', '.join(kwargs)} left at the default for it"
@@ -106,9 +130,14 @@ class TimmBackbone(Backbone):
                 f"{self.name}: out_indices={tuple(out_indices)!r} picks levels of one stride "
                 f"({names}); expected one level per stride"
             )
+        fmt = getattr(self.model, "output_fmt", "NCHW")  # Swin's levels are NHWC
+        self.channels_last_output = getattr(fmt, "value", fmt) == "NHWC"
         self.weights_target = self.model
         self._describe_renames(set(full.state_dict()))
-        self.freeze([f"model.{n}" for n in self._frozen_children(levels, frozen_stages)])
+        modules, params = self._frozen_children(levels, frozen_stages)
+        for name in params:  # held by a container on the way to a stage: a ViT's pos_embed
+            self.model.get_parameter(name).requires_grad_(False)
+        self.freeze([f"model.{n}" for n in modules])
 
     def _describe_renames(self, full_keys: set[str]) -> None:
         """``weights_aliases``: full-model key -> our key; ``unused_prefixes``: dropped parts."""
@@ -121,21 +150,55 @@ class TimmBackbone(Backbone):
         kept = {k.split(".")[0] for k in (*self.model.state_dict(), *self.weights_aliases)}
         self.unused_prefixes = tuple(f"{t}." for t in {k.split(".")[0] for k in full_keys} - kept)
 
-    def _frozen_children(self, levels: list[dict], frozen_stages: int) -> list[str]:
-        """Children of timm's feature net up to the module of the k-th stage level."""
-        stages = [d["module"].replace(".", "_") for d in levels if d["reduction"] >= 4]
+    def _frozen_children(
+        self, levels: list[dict], frozen_stages: int
+    ) -> tuple[list[str], list[str]]:
+        """Submodules of timm's feature net up to the module of the k-th stage level.
+
+        The level's module is found in any of timm's feature nets: flattened children
+        (``stages.0`` -> ``stages_0``), a model-specific one keeping the nesting (EfficientNet,
+        MobileNetV3: ``blocks.1``) or a wrapper (a ViT's ``model.blocks.9``). Everything
+        registered before it on the way down is frozen with it; parameters held directly by
+        the containers on that way (a ViT's ``pos_embed``, ``cls_token``) count as stem."""
+        stages = [d["module"] for d in levels if d["reduction"] >= 4]
         if not -1 <= frozen_stages <= len(stages):
             raise OptionError(
                 f"{self.name}: frozen_stages={frozen_stages} is out of range; expected -1 "
                 f"(none), 0 (stem) .. {len(stages)}"
             )
         if frozen_stages < 0:
-            return []
-        children = [n for n, _ in self.model.named_children()]
-        stop = children.index(stages[frozen_stages - 1]) + 1 if frozen_stages else None
-        return children[: stop if stop is not None else children.index(stages[0])]
+            return [], []
+        target = stages[frozen_stages - 1] if frozen_stages else stages[0]
+        path = self._module_path(target)
+        if path is None:
+            raise OptionError(
+                f"{self.name}: frozen_stages={frozen_stages} reaches level {target!r}, which "
+                "out_indices leaves out of the model; expected frozen_stages up to the last "
+                "level returned"
+            )
+        names, params, parent, prefix = [], [], self.model, ""
+        for part in path.split("."):
+            params += [prefix + name for name, _ in parent.named_parameters(recurse=False)]
+            for child, _ in parent.named_children():
+                if child == part:
+                    break
+                names.append(prefix + child)
+            parent, prefix = parent.get_submodule(part), f"{prefix}{part}."
+        return (names + [path] if frozen_stages else names), params
+
+    def _module_path(self, module: str) -> str | None:
+        """Where timm's ``feature_info`` module name lives in ``self.model`` (None: pruned)."""
+        for path in (module.replace(".", "_"), module, f"model.{module}"):
+            try:
+                self.model.get_submodule(path)
+            except AttributeError:
+                continue
+            return path
+        return None
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         self.check_input(x)
         feats = self.model(x)
+        if self.channels_last_output:  # [B, H, W, C] -> [B, C, H, W], as feature_info says
+            feats = [t.permute(0, 3, 1, 2) for t in feats]
         return OrderedDict((f.name, t) for f, t in zip(self.feature_info, feats, strict=True))

@@ -178,7 +178,50 @@ def test_timm_vision_transformer_gives_one_named_level():
     model = create_backbone("timm:vit_tiny_patch16_224")
     assert [(f.name, f.stride) for f in model.feature_info] == [("c4", 16)]
     assert model(torch.randn(1, 3, 224, 224))["c4"].shape == (1, 192, 14, 14)
-    with pytest.raises(ValueError, match=r"does not take output_stride=16 .*left at the default"):
-        create_backbone("timm:vit_tiny_patch16_224", output_stride=16)
+    with pytest.raises(ValueError, match=r"does not take output_stride=8 .*left at the default"):
+        create_backbone("timm:vit_tiny_patch16_224", output_stride=8)
     with pytest.raises(ValueError, match=r"picks levels of one stride \(\['c4', 'c4'\]\)"):
         create_backbone("timm:vit_tiny_patch16_224", out_indices=(10, 11))
+
+
+def test_timm_vision_transformer_takes_any_size_and_its_own_output_stride():
+    """Built for 224x224, a ViT refused every other size (detection resizes, segmentation
+    crops); output_stride=16 (segmentation's default) is its native stride, not dilation."""
+    model = create_backbone("timm:vit_tiny_patch16_224", output_stride=16).eval()
+    with torch.no_grad():
+        check_shapes(model, model(torch.randn(1, 3, 97, 131)), 97, 131)
+
+
+def test_timm_nhwc_levels_are_returned_nchw():
+    """timm's Swin / MambaOut feature nets return [B, H, W, C]; feature_info (and every head)
+    means [B, C, H, W]."""
+    model = create_backbone("timm:mambaout_femto").eval()
+    with torch.no_grad():
+        check_shapes(model, model(torch.randn(1, 3, 64, 96)), 64, 96)
+
+
+@pytest.mark.parametrize(
+    ("name", "frozen", "trainable"),
+    [  # EfficientNet / MobileNetV3 feature nets keep blocks nested ("blocks.0", not blocks_0)
+        ("mobilenetv3_small_100", ["conv_stem", "bn1", "blocks.0"], ["blocks.1", "blocks.2"]),
+        # a ViT's blocks sit in a wrapper, its embeddings are parameters of the model itself
+        ("vit_tiny_patch16_224", ["model.patch_embed", "model.blocks.9"], ["model.blocks.10"]),
+    ],
+)
+def test_timm_frozen_stages_of_nested_feature_nets(name, frozen, trainable):
+    model = create_backbone(f"timm:{name}", frozen_stages=1).train()
+    for path in frozen:
+        module = model.model.get_submodule(path)
+        assert not any(p.requires_grad for p in module.parameters()), path
+        assert not any(m.training for m in module.modules()), path
+    for path in trainable:
+        assert all(p.requires_grad for p in model.model.get_submodule(path).parameters()), path
+    if name.startswith("vit"):
+        assert not model.model.model.pos_embed.requires_grad
+        assert not model.model.model.cls_token.requires_grad
+
+
+def test_timm_option_a_model_asserts_against_is_an_option_error():
+    """GhostNet asserts output_stride == 32 inside timm: one error naming model and option."""
+    with pytest.raises(ValueError, match=r"timm:ghostnet_100 does not take output_stride=16"):
+        create_backbone("timm:ghostnet_100", output_stride=16)
