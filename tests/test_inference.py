@@ -10,15 +10,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from tasks import TASKS, inference
 from tasks.classify.data import synthetic_images
 from tasks.config import load_config
 from tasks.export.metadata import build_metadata
-from tasks.export.onnx_export import export_onnx
+from tasks.export.onnx_export import ExportError, export_onnx
 from tasks.export.quantize import to_int8
-from tasks.export.spec import build_export
+from tasks.export.spec import ExportSpec, build_export
 from tasks.inference import OnnxModel
 
 SIZE = 32
@@ -113,6 +114,21 @@ def test_a_float_graph_checks_that_pixels_are_raw_0_to_255(exported, tmp_path):
         expected = spec.module(torch.from_numpy(pixels))[1].detach().numpy()
         np.testing.assert_allclose(np.stack([r["probs"] for r in model(pixels)]), expected,
                                    atol=1e-5)  # fmt: skip
+
+
+def test_an_operator_onnx_cannot_express_is_one_export_error(exported, tmp_path):
+    """A timm ViT run away from its native size resamples its position embedding with an
+    antialiased bicubic resize, which the exporter cannot write: one ExportError naming it
+    (tools/export_onnx.py prints it as one line), not the exporter's traceback."""
+
+    class Antialiased(torch.nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN202
+            size = (x.shape[-2] // 2, x.shape[-1] // 2)
+            return (F.interpolate(x.float(), size, mode="bicubic", antialias=True),)
+
+    spec = ExportSpec(Antialiased(), ("out",), {}, (SIZE, SIZE))
+    with pytest.raises(ExportError, match=r"cannot write this model at opset 17: .*bicubic"):
+        export_onnx(spec, tmp_path / "m.onnx", metadata={}, dynamic=False)
 
 
 def test_model_without_metadata_is_refused(exported, tmp_path):

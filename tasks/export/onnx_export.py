@@ -62,18 +62,24 @@ def export_onnx(
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values are expected
         raw = Path(tmp) / "raw.onnx"
-        with torch.no_grad():
-            torch.onnx.export(
-                spec.module,
-                (sample,),
-                str(raw),
-                dynamo=False,
-                opset_version=opset,
-                input_names=["images"],
-                output_names=list(spec.outputs),
-                dynamic_axes=axes if dynamic else None,
-                do_constant_folding=True,
-            )
+        try:
+            with torch.no_grad():
+                torch.onnx.export(
+                    spec.module,
+                    (sample,),
+                    str(raw),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["images"],
+                    output_names=list(spec.outputs),
+                    dynamic_axes=axes if dynamic else None,
+                    do_constant_folding=True,
+                )
+        except torch.onnx.errors.OnnxExporterError as err:  # an operator with no ONNX form
+            raise ExportError(
+                f"the ONNX exporter cannot write this model at opset {opset}: "
+                f"{str(err).splitlines()[0][:300]}"
+            ) from None
         model = onnx.load(str(raw))
     custom = sorted(
         {f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS}
