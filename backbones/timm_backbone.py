@@ -85,15 +85,20 @@ class TimmBackbone(Backbone):
                         raise
             full = timm.create_model(model_name, in_chans=in_chans)
         levels = nominal.feature_info.get_dicts()
-        if out_indices is None:  # the deepest level of each stride >= 4 (a ViT's blocks
-            # all have stride 16: one level, not several named alike)
-            last = {d["reduction"]: d["index"] for d in levels if d["reduction"] >= 4}
-            out_indices = sorted(last.values())
+        # the deepest level of each stride >= 4 (a ViT's blocks all have stride 16: one
+        # level, not several named alike)
+        by_stride = {d["reduction"]: d["index"] for d in levels if d["reduction"] >= 4}
+        if out_indices is None:
+            out_indices = sorted(by_stride.values())
         valid = [d["index"] for d in levels]
         if not out_indices or any(i not in valid for i in out_indices):
+            # timm numbers a model's own levels (a ConvNeXt's stride-4 level is 0, a ViT's
+            # blocks 9..11), so the tasks' defaults for our ResNets (detection: [2, 3, 4] =
+            # c3..c5) may not fit: say which index has which stride
+            strides = ", ".join(f"{i} (stride {s})" for s, i in sorted(by_stride.items()))
             raise OptionError(
                 f"{self.name}: out_indices={tuple(out_indices)!r} is out of range; expected "
-                f"indices among {valid}"
+                f"indices among {valid}; by stride: {strides}"
             )
         deepest = max(d["reduction"] for d in levels if d["index"] in out_indices)
         # dilation only where the levels asked for go deeper than output_stride (a ViT's

@@ -170,6 +170,10 @@ def test_timm_backbone_contract():
     assert not model.train().model.layer1[0].bn1.training
     with pytest.raises(ValueError, match="out_indices=.* is out of range"):
         create_backbone("timm:resnet18", out_indices=(7,))
+    # detection's default c3..c5 = [2, 3, 4] is out of a ConvNeXt's range (levels 0..3 at
+    # strides 4..32): the message says which index to pick for which stride
+    with pytest.raises(ValueError, match=r"by stride: 0 \(stride 4\), 1 \(stride 8\), 2 "):
+        create_backbone("timm:convnext_atto", out_indices=(2, 3, 4))
 
 
 def test_timm_vision_transformer_gives_one_named_level():
