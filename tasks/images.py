@@ -143,11 +143,7 @@ def list_images(args: Sequence[str | os.PathLike], *, unique_stems: bool) -> lis
     paths: list[Path] = []
     for arg in map(Path, args):
         if arg.is_dir():
-            found = sorted(
-                p
-                for p in arg.iterdir()
-                if p.is_file() and is_image_file(p) and not is_hidden(p, arg)
-            )
+            found = image_files(arg, recursive=False)
             if not found:
                 nested = sorted({p.parent for p in image_files(arg)})  # an ImageFolder root?
                 hint = (
