@@ -89,12 +89,12 @@ def _to_item(
     augment: A.Compose | None,
     areas: np.ndarray | None = None,
 ) -> tuple[Tensor, Target]:
-    if areas is None:
-        areas = np.full(len(labels), np.nan, dtype=np.float32)
-    if augment is not None:  # crops and scales change the areas: the boxes' own from here
+    if augment is not None:
         out = seeded(augment, image=image, bboxes=boxes, labels=labels, iscrowd=iscrowd)
         image, boxes = out["image"], np.asarray(out["bboxes"], dtype=np.float32)
         labels, iscrowd = np.asarray(out["labels"]), np.asarray(out["iscrowd"])
+        areas = None  # crops and scales change the areas: the boxes' own from here
+    if areas is None:
         areas = np.full(len(labels), np.nan, dtype=np.float32)
     target = dict(
         boxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
