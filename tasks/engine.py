@@ -336,13 +336,10 @@ class Trainer:
                     hook.after_step(self.step, self._last_losses)
                 if self.step == cfg.stop_after_steps:  # reached here, not resumed past it
                     bar.close()
-                    if self.batch_in_epoch == self.steps_per_epoch * cfg.grad_accum:
-                        # the epoch's last step: end the epoch first (its evaluation, epoch
-                        # + 1), as a run killed after its epoch-end checkpoint; saved as a
-                        # full epoch of batches, resuming seemed mid-epoch (refusing a new
-                        # batch_size) and, at the run's last step, never counted the epoch
-                        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                        self._end_epoch()
+                    # on the epoch's last step: saved as a finished epoch, as a run killed
+                    # after its epoch-end checkpoint (not as a full count of batches, which
+                    # resumed as mid-epoch and, at the run's last step, never counted it)
+                    self._end_epoch_if_complete()
                     self.save_last()
                     self.logger.print(
                         f"stopped at step {self.step} (train.stop_after_steps); continue with "
@@ -354,9 +351,7 @@ class Trainer:
                 if self._save_due:
                     self.save_last()
             bar.close()
-            if self.batch_in_epoch == self.steps_per_epoch * cfg.grad_accum:
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                self._end_epoch()
+            self._end_epoch_if_complete()
         return self._finish()
 
     def _optimizer_step(self, batches: Any) -> None:
@@ -462,6 +457,12 @@ class Trainer:
         self.logger.log_row("train", row)
         self._train_row = row
         self._loss_sums, self._micro_batches = {}, 0
+
+    def _end_epoch_if_complete(self) -> None:
+        """After an epoch's last batch: count the epoch, then ``_end_epoch``."""
+        if self.batch_in_epoch == self.steps_per_epoch * self.cfg.grad_accum:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._end_epoch()
 
     def _end_epoch(self) -> None:
         line = f"epoch {self.epoch}: step {self.step}/{self.total_steps}"
